@@ -1,0 +1,3 @@
+from af_metrics.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ledger: durable, idempotent facility facts."""

@@ -1,0 +1,113 @@
+"""The ledger's tables (current version). Changes go through a new Alembic migration.
+
+Times are epoch seconds (UTC, double precision) so that durations are plain subtraction on
+SQLite and PostgreSQL alike; days are facility-local date ordinals joined to ``calendar``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created", Float),  # the hub's creation time, when known
+    Column("first_seen", Float, nullable=False),  # first time any source saw the user
+    Column("last_seen", Float, nullable=False),
+    Column("last_activity", Float),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("server", String(255), nullable=False, default=""),
+    Column("profile", String(255)),
+    Column("started", Float, nullable=False),
+    Column("ended", Float),  # NULL while running
+    Column("last_activity", Float),
+    Column("last_seen", Float, nullable=False),  # last time a source saw it running
+    Column("end_reason", String(32)),  # stopped | vanished | replaced | imported | simulated
+    Column("source", String(32), nullable=False),
+    Column("hours_until", Float),  # session_hours is materialised up to this time
+    UniqueConstraint("user_id", "server", "started", name="uq_sessions_key"),
+)
+Index("ix_sessions_open", sessions.c.ended)
+Index("ix_sessions_started", sessions.c.started)
+
+spawns = Table(
+    "spawns",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("server", String(255), nullable=False, default=""),
+    Column("profile", String(255)),
+    Column("started", Float, nullable=False),
+    Column("outcome", String(16), nullable=False),  # pending | success | failure
+    Column("finished", Float),
+    Column("duration", Float),  # seconds, when the source knows it
+    Column("source", String(32), nullable=False),
+    UniqueConstraint("user_id", "server", "started", name="uq_spawns_key"),
+)
+Index("ix_spawns_started", spawns.c.started)
+
+session_hours = Table(
+    "session_hours",
+    metadata,
+    Column("session_id", Integer, ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
+    Column("hour_start", Float, primary_key=True),
+    Column("user_id", Integer, nullable=False),
+    Column("day", Integer, nullable=False),
+    Column("how", Integer, nullable=False),  # hour of week, Monday 00:00 = 0
+    Column("seconds", Float, nullable=False),
+)
+Index("ix_session_hours_day_user", session_hours.c.day, session_hours.c.user_id)
+Index("ix_session_hours_user_day", session_hours.c.user_id, session_hours.c.day)
+
+spawn_buckets = Table(
+    "spawn_buckets",
+    metadata,
+    Column("observed_at", Float, primary_key=True),
+    Column("status", String(32), primary_key=True),
+    Column("le", Float, primary_key=True),  # upper bound in seconds; +Inf stored as 1e300
+    Column("day", Integer, nullable=False),
+    Column("count", Float, nullable=False),  # increase since the previous observation
+)
+Index("ix_spawn_buckets_day", spawn_buckets.c.day)
+
+calendar = Table(
+    "calendar",
+    metadata,
+    Column("day", Integer, primary_key=True),  # date ordinal
+    Column("date", String(10), nullable=False),  # YYYY-MM-DD
+    Column("week", String(8), nullable=False),  # ISO week, YYYY-Www
+    Column("month", String(7), nullable=False),  # YYYY-MM
+    Column("quarter", String(7), nullable=False),  # YYYY-Qn
+    Column("year", String(4), nullable=False),
+)
+
+source_state = Table(
+    "source_state",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("state", Text, nullable=False),  # JSON
+    Column("updated", Float, nullable=False),
+)
+
+INF_LE = 1e300

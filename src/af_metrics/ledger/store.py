@@ -1,0 +1,423 @@
+"""The ledger: a durable, idempotent store of facility facts on SQLite or PostgreSQL.
+
+Every write is keyed by a natural key and applied in one transaction, so a poll replayed or
+interrupted (SIGKILL included) leaves no duplicate and loses nothing that was committed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from af_metrics.facts import SpawnHistogram, UserSeen
+from af_metrics.ledger.schema import (
+    INF_LE,
+    session_hours,
+    sessions,
+    source_state,
+    spawn_buckets,
+    spawns,
+    users,
+)
+from af_metrics.sessions import Decision, OpenRun
+from af_metrics.timeutil import day_of, hour_floor, hour_slices
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be opened or used; the message is one readable line."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A whole session, as imported or simulated."""
+
+    user: str
+    server: str
+    profile: str | None
+    started: float
+    ended: float | None
+    source: str
+    last_activity: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnRecord:
+    user: str
+    server: str
+    profile: str | None
+    started: float
+    outcome: str
+    duration: float | None
+    source: str
+
+
+def engine_for(url: str) -> Engine:
+    """An engine for a ledger URL; SQLite gets WAL and a parent directory."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise LedgerError("PostgreSQL ledgers need psycopg: pip install 'af-metrics[postgres]'") from None
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return sa.create_engine(url, pool_pre_ping=True)
+    raise LedgerError(f"unsupported ledger URL {url!r}: use sqlite:///path.db or postgresql://user@host/db")
+
+
+def _alembic_config(conn: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+class Ledger:
+    """Facade over the ledger database. ``Ledger.open(url)`` migrates it to the newest schema."""
+
+    def __init__(self, engine: Engine, tz: str = "UTC") -> None:
+        self.engine = engine
+        self.tz = tz
+
+    @classmethod
+    def open(cls, url: str, tz: str = "UTC", migrate: bool = True) -> "Ledger":
+        engine = engine_for(url)
+        ledger = cls(engine, tz)
+        try:
+            if migrate:
+                ledger.migrate()
+            else:
+                ledger.check_version()
+        except sa.exc.OperationalError as exc:
+            raise LedgerError(f"cannot open ledger {engine.url.render_as_string(hide_password=True)}: {exc.orig}") from None
+        return ledger
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        with self.engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), "head")
+
+    def version(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def check_version(self) -> None:
+        head = ScriptDirectory.from_config(_alembic_config(None)).get_current_head()  # type: ignore[arg-type]
+        if self.version() != head:
+            raise LedgerError(f"ledger schema is at {self.version()}, this af-metrics needs {head}: run 'af-metrics db upgrade'")
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def _insert(self, table: sa.Table):  # noqa: ANN202 - dialect-specific Insert
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    # -- users ----------------------------------------------------------------------------
+
+    def user_ids(self, conn: Connection, names: Iterable[str], seen_at: float) -> dict[str, int]:
+        """Ids for ``names``, creating users first seen now."""
+        names = sorted(set(names))
+        if not names:
+            return {}
+        rows = [{"name": n, "first_seen": seen_at, "last_seen": seen_at} for n in names]
+        for chunk in _chunks(rows, 500):
+            conn.execute(self._insert(users).on_conflict_do_nothing(index_elements=["name"]), chunk)
+        ids: dict[str, int] = {}
+        for chunk in _chunks(names, 500):
+            ids.update(conn.execute(sa.select(users.c.name, users.c.id).where(users.c.name.in_(chunk))).all())
+        return ids
+
+    def record_users(self, seen: Sequence[UserSeen], seen_at: float) -> None:
+        """Upsert the hub's user listing: creation time, last activity, last seen."""
+        with self.begin() as conn:
+            ids = self.user_ids(conn, (u.name for u in seen), seen_at)
+            params = [
+                {"uid": ids[u.name], "created": u.created, "act": u.last_activity, "seen": seen_at} for u in seen
+            ]
+            if params:
+                conn.execute(
+                    users.update()
+                    .where(users.c.id == sa.bindparam("uid"))
+                    .values(
+                        created=sa.func.coalesce(users.c.created, sa.bindparam("created")),
+                        last_activity=sa.bindparam("act"),
+                        last_seen=sa.bindparam("seen"),
+                    ),
+                    params,
+                )
+
+    # -- the collector's view -------------------------------------------------------------
+
+    def open_runs(self) -> tuple[list[OpenRun], list[OpenRun]]:
+        """Open sessions and pending spawn attempts, as ``sessions.decide`` needs them."""
+        with self.engine.connect() as conn:
+            open_sessions = [
+                OpenRun(*row)
+                for row in conn.execute(
+                    sa.select(users.c.name, sessions.c.server, sessions.c.started, sessions.c.last_activity, sessions.c.last_seen)
+                    .join(users, users.c.id == sessions.c.user_id)
+                    .where(sessions.c.ended.is_(None))
+                )
+            ]
+            pending = [
+                OpenRun(name, server, started, None, started)
+                for name, server, started in conn.execute(
+                    sa.select(users.c.name, spawns.c.server, spawns.c.started)
+                    .join(users, users.c.id == spawns.c.user_id)
+                    .where(spawns.c.outcome == "pending")
+                )
+            ]
+        return open_sessions, pending
+
+    def apply(self, decision: Decision, observed_at: float, histogram: SpawnHistogram | None = None, source: str = "hub") -> None:
+        """Write one poll's decision (and hub histogram increase) in a single transaction."""
+        with self.begin() as conn:
+            ids = self.user_ids(conn, decision.users() | {e.key[0] for e in decision.ended}, observed_at)
+            touched: list[int] = []
+            for seen in decision.seen:
+                touched.append(self._upsert_running(conn, ids[seen.user], seen, source))
+            for end in decision.ended:
+                user, server, started = end.key
+                sid = conn.execute(
+                    sessions.update()
+                    .where(
+                        sessions.c.user_id == ids[user],
+                        sessions.c.server == server,
+                        sessions.c.started == started,
+                        sessions.c.ended.is_(None),
+                    )
+                    .values(ended=end.ended, end_reason=end.reason)
+                    .returning(sessions.c.id)
+                ).scalar()
+                if sid is not None:
+                    touched.append(sid)
+            for spawn in decision.spawns:
+                self._upsert_spawn(conn, ids[spawn.user], spawn.server, spawn.profile, spawn.started, spawn.outcome, spawn.finished, spawn.duration, source)
+            seen_users = decision.users()
+            if seen_users:
+                conn.execute(
+                    users.update()
+                    .where(users.c.id.in_([ids[u] for u in seen_users]))
+                    .values(last_seen=sa.case((users.c.last_seen < observed_at, observed_at), else_=users.c.last_seen))
+                )
+            self._materialise(conn, touched)
+            if histogram is not None:
+                self._record_histogram(conn, histogram)
+
+    def _upsert_running(self, conn: Connection, uid: int, seen, source: str) -> int:  # noqa: ANN001
+        stmt = self._insert(sessions).values(
+            user_id=uid,
+            server=seen.server,
+            profile=seen.profile,
+            started=seen.started,
+            last_activity=seen.last_activity,
+            last_seen=seen.seen_at,
+            source=source,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["user_id", "server", "started"],
+            set_={
+                "last_activity": stmt.excluded.last_activity,
+                "last_seen": stmt.excluded.last_seen,
+                "profile": sa.func.coalesce(sessions.c.profile, stmt.excluded.profile),
+                "ended": None,
+                "end_reason": None,
+            },
+        ).returning(sessions.c.id)
+        return conn.execute(stmt).scalar_one()
+
+    def _upsert_spawn(self, conn: Connection, uid: int, server: str, profile: str | None, started: float, outcome: str, finished: float | None, duration: float | None, source: str) -> None:
+        stmt = self._insert(spawns).values(
+            user_id=uid, server=server, profile=profile, started=started, outcome=outcome,
+            finished=finished, duration=duration, source=source,
+        )
+        # a settled outcome is final; pending may become success or failure
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["user_id", "server", "started"],
+            set_={
+                "outcome": stmt.excluded.outcome,
+                "finished": stmt.excluded.finished,
+                "duration": stmt.excluded.duration,
+                "profile": sa.func.coalesce(spawns.c.profile, stmt.excluded.profile),
+            },
+            where=spawns.c.outcome == "pending",
+        )
+        conn.execute(stmt)
+
+    # -- session hours (the activity index every engagement KPI reads) --------------------
+
+    def _materialise(self, conn: Connection, session_ids: Sequence[int]) -> None:
+        """Bring ``session_hours`` up to date for these sessions, from where it stopped."""
+        if not session_ids:
+            return
+        rows = conn.execute(
+            sa.select(
+                sessions.c.id, sessions.c.user_id, sessions.c.started, sessions.c.ended,
+                sessions.c.last_seen, sessions.c.hours_until,
+            ).where(sessions.c.id.in_(sorted(set(session_ids))))
+        ).all()
+        for sid, uid, started, ended, last_seen, hours_until in rows:
+            until = ended if ended is not None else max(last_seen, started)
+            resume = started if hours_until is None else max(started, hour_floor(min(hours_until, until), self.tz))
+            conn.execute(
+                session_hours.delete().where(session_hours.c.session_id == sid, session_hours.c.hour_start >= hour_floor(resume, self.tz))
+            )
+            hours = list(_hour_rows(sid, uid, resume, until, self.tz))
+            if hours:
+                conn.execute(session_hours.insert(), hours)
+            conn.execute(sessions.update().where(sessions.c.id == sid).values(hours_until=until))
+
+    # -- bulk history (import, simulate) --------------------------------------------------
+
+    def add_history(self, records: Sequence[SessionRecord], spawn_records: Sequence[SpawnRecord] = (), now: float | None = None) -> int:
+        """Insert whole sessions that are not in the ledger yet; returns how many were new.
+
+        One transaction: either every record is written or none is.
+        """
+        now = time.time() if now is None else now
+        with self.begin() as conn:
+            return self.add_history_in(conn, records, spawn_records, now)
+
+    def add_history_in(self, conn: Connection, records: Sequence[SessionRecord], spawn_records: Sequence[SpawnRecord], now: float) -> int:
+        first_seen = min((r.started for r in [*records, *spawn_records]), default=now)
+        ids = self.user_ids(conn, {r.user for r in records} | {s.user for s in spawn_records}, first_seen)
+        new = 0
+        for chunk in _chunks(list(records), 1000):
+            values = [
+                {
+                    "user_id": ids[r.user], "server": r.server, "profile": r.profile, "started": r.started,
+                    "ended": r.ended, "last_activity": r.last_activity if r.last_activity is not None else r.ended,
+                    "last_seen": r.ended if r.ended is not None else now,
+                    "end_reason": None if r.ended is None else r.source, "source": r.source,
+                    "hours_until": r.ended if r.ended is not None else now,
+                }
+                for r in chunk
+            ]
+            inserted = conn.execute(
+                self._insert(sessions)
+                .on_conflict_do_nothing(index_elements=["user_id", "server", "started"])
+                .returning(sessions.c.id, sessions.c.user_id, sessions.c.started, sessions.c.hours_until),
+                values,
+            ).all()
+            hours: list[dict] = []
+            for sid, uid, started, until in inserted:
+                hours.extend(_hour_rows(sid, uid, started, until, self.tz))
+            for hchunk in _chunks(hours, 5000):
+                conn.execute(session_hours.insert(), hchunk)
+            new += len(inserted)
+        for chunk in _chunks(list(spawn_records), 1000):
+            conn.execute(
+                self._insert(spawns).on_conflict_do_nothing(index_elements=["user_id", "server", "started"]),
+                [
+                    {
+                        "user_id": ids[s.user], "server": s.server, "profile": s.profile, "started": s.started,
+                        "outcome": s.outcome, "duration": s.duration, "source": s.source,
+                        "finished": None if s.duration is None else s.started + s.duration,
+                    }
+                    for s in chunk
+                ],
+            )
+        self._refresh_user_span(conn, ids.values())
+        return new
+
+    def _refresh_user_span(self, conn: Connection, ids: Iterable[int]) -> None:
+        """Keep users.first_seen/last_seen covering their history."""
+        ids = list(ids)
+        for chunk in _chunks(ids, 500):
+            span = (
+                sa.select(sessions.c.user_id, sa.func.min(sessions.c.started).label("lo"), sa.func.max(sa.func.coalesce(sessions.c.ended, sessions.c.last_seen)).label("hi"))
+                .where(sessions.c.user_id.in_(chunk))
+                .group_by(sessions.c.user_id)
+            )
+            for uid, lo, hi in conn.execute(span).all():
+                conn.execute(
+                    users.update().where(users.c.id == uid).values(
+                        first_seen=sa.case((users.c.first_seen > lo, lo), else_=users.c.first_seen),
+                        last_seen=sa.case((users.c.last_seen < hi, hi), else_=users.c.last_seen),
+                    )
+                )
+
+    # -- hub spawn histogram --------------------------------------------------------------
+
+    def _record_histogram(self, conn: Connection, hist: SpawnHistogram) -> None:
+        """Store the increase of the hub's spawn histogram since the last observation.
+
+        Counter resets (hub restart) are handled like Prometheus ``increase``: a count lower
+        than before starts again from zero.
+        """
+        prev = self.get_state(conn, "hub_spawn_histogram") or {}
+        rows = []
+        state = {}
+        for (status, le), count in hist.buckets.items():
+            key = f"{status}|{le}"
+            state[key] = count
+            before = prev.get(key)
+            delta = count if before is None or count < before else count - before
+            if before is None and not prev:
+                delta = 0.0  # first observation ever: history before it is unknown
+            if delta > 0:
+                rows.append({
+                    "observed_at": hist.observed_at, "status": status, "le": min(le, INF_LE),
+                    "day": day_of(hist.observed_at, self.tz), "count": delta,
+                })
+        if rows:
+            conn.execute(self._insert(spawn_buckets).on_conflict_do_nothing(), rows)
+        self.set_state(conn, "hub_spawn_histogram", state, hist.observed_at)
+
+    def add_spawn_buckets(self, conn: Connection, rows: Sequence[dict]) -> None:
+        for chunk in _chunks(list(rows), 2000):
+            conn.execute(self._insert(spawn_buckets).on_conflict_do_nothing(), chunk)
+
+    # -- small key/value state for sources ------------------------------------------------
+
+    def get_state(self, conn: Connection, source: str) -> dict | None:
+        raw = conn.execute(sa.select(source_state.c.state).where(source_state.c.source == source)).scalar()
+        return None if raw is None else json.loads(raw)
+
+    def set_state(self, conn: Connection, source: str, state: dict, at: float) -> None:
+        stmt = self._insert(source_state).values(source=source, state=json.dumps(state), updated=at)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["source"], set_={"state": stmt.excluded.state, "updated": stmt.excluded.updated}))
+
+
+def _hour_rows(sid: int, uid: int, start: float, end: float, tz: str) -> Iterator[dict]:
+    for hour_start, day, how, seconds in hour_slices(start, end, tz):
+        yield {"session_id": sid, "hour_start": hour_start, "user_id": uid, "day": day, "how": how, "seconds": seconds}
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

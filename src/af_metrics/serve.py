@@ -1,0 +1,45 @@
+"""``af-metrics serve``: one process running the collector loop and the HTTP endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from af_metrics.collector import Collector
+from af_metrics.config import Settings
+from af_metrics.exporter import build_registry, read_figures
+from af_metrics.ledger.store import Ledger
+from af_metrics.web.app import make_app
+
+log = logging.getLogger("af_metrics.serve")
+
+
+async def serve(settings: Settings, ledger: Ledger, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    collector = Collector(settings, ledger)
+    registry, ledger_metrics, cycle_hist = build_registry(collector)
+
+    async def after_cycle() -> None:
+        if collector.last_cycle is not None:
+            cycle_hist.observe(collector.last_cycle.duration)
+        try:
+            ledger_metrics.figures = await asyncio.to_thread(read_figures, ledger, settings.per_user_series_max)
+        except Exception:
+            log.exception("could not read figures from the ledger")
+
+    app = make_app(ledger, collector, registry)
+    server = app.listen(settings.port, address=settings.bind, xheaders=True)
+    port = next(iter(server._sockets.values())).getsockname()[1]
+    log.info("af-metrics serving on http://%s:%d (metrics at /metrics)", settings.bind, port)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        await collector.run(stop, on_cycle=after_cycle)
+    finally:
+        server.stop()
+        await server.close_all_connections()

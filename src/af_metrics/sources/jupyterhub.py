@@ -1,0 +1,227 @@
+"""Where the hub is read: the JupyterHub REST API and ``/hub/metrics``.
+
+Least privilege: the service token needs only ``list:users``, ``read:users``,
+``read:servers``, ``read:users:activity`` and ``read:metrics``. Listing uses the API's
+pagination; each poll asks for active servers only, and for stopped servers only of users
+whose sessions the ledger holds open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Iterable
+from urllib.parse import quote
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from af_metrics.facts import HubSnapshot, ServerSeen, ServerStopped, SpawnHistogram, UserSeen
+
+REQUIRED_SCOPES = ("list:users", "read:users", "read:servers", "read:users:activity", "read:metrics")
+PAGINATION = "application/jupyterhub-pagination+json"
+MAX_BODY = 64 * 1024 * 1024  # a hub answer larger than this is refused
+PROFILE_KEYS = ("profile", "image", "profile_slug", "flavor")
+
+
+class HubError(RuntimeError):
+    """The hub could not be read; the message is one actionable line."""
+
+
+class HubAuthError(HubError):
+    """The token is rejected or lacks scopes: retrying will not help."""
+
+
+class HubNotFound(HubError):
+    """The hub answered 404 (a user deleted between two requests, say)."""
+
+
+def parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    ts = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=dt.timezone.utc)
+    return ts.timestamp()
+
+
+def profile_of(user_options: dict | None) -> str | None:
+    """The profile or image a server was started with, from its user options."""
+    if not isinstance(user_options, dict):
+        return None
+    for key in PROFILE_KEYS:
+        value = user_options.get(key)
+        if isinstance(value, str) and value:
+            return value[:255]
+    return None
+
+
+def missing_scopes(granted: Iterable[str]) -> list[str]:
+    """Required scopes not covered by ``granted`` (filtered scopes like ``read:users!group=x`` count)."""
+    have = {s.split("!", 1)[0] for s in granted}
+    implied = {"admin:users": {"list:users", "read:users", "read:users:activity"}, "admin:servers": {"read:servers"}}
+    for scope, extra in implied.items():
+        if scope in have:
+            have |= extra
+    return [s for s in REQUIRED_SCOPES if s not in have]
+
+
+class HubClient:
+    """A small async client for the parts of the Hub API af-metrics reads."""
+
+    def __init__(self, url: str, token: str, timeout: float = 10.0, page_size: int = 200, concurrency: int = 8) -> None:
+        if not url:
+            raise HubError("no hub URL: set hub_url (AF_METRICS_HUB_URL) or run as a JupyterHub service")
+        if not token:
+            raise HubAuthError("no hub API token: set hub_api_token (AF_METRICS_HUB_API_TOKEN) or JUPYTERHUB_API_TOKEN")
+        self.url = url.rstrip("/")
+        self.page_size = page_size
+        self._limit = asyncio.Semaphore(concurrency)
+        self._client = httpx.AsyncClient(
+            headers={"Authorization": f"token {token}"},
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=concurrency),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> "HubClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _get(self, path: str, params: dict | None = None, accept: str = "application/json") -> httpx.Response:
+        url = f"{self.url}/hub/{path.lstrip('/')}"
+        try:
+            async with self._limit, self._client.stream("GET", url, params=params, headers={"Accept": accept}) as resp:
+                body = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_BODY:
+                        raise HubError(f"hub answer from {url} exceeds {MAX_BODY} bytes")
+        except httpx.TimeoutException:
+            raise HubError(f"hub at {self.url} did not answer within the time-out") from None
+        except httpx.HTTPError as exc:
+            raise HubError(f"cannot reach hub at {self.url}: {exc.__class__.__name__}: {exc}") from None
+        response = httpx.Response(resp.status_code, headers=resp.headers, content=bytes(body), request=resp.request)
+        if response.status_code in (401, 403):
+            raise HubAuthError(
+                f"hub refused the token ({response.status_code}) for {path}: check the token and that its role "
+                f"grants {', '.join(REQUIRED_SCOPES)}"
+            )
+        if response.status_code == 404:
+            raise HubNotFound(f"hub has no {path}")
+        if response.status_code >= 400:
+            raise HubError(f"hub answered {response.status_code} for {path}")
+        return response
+
+    async def check_token(self) -> None:
+        """Fail with one actionable line if the token is bad or lacks a required scope."""
+        whoami = (await self._get("api/user")).json()
+        missing = missing_scopes(whoami.get("scopes", []))
+        if missing:
+            who = whoami.get("name", "?")
+            raise HubAuthError(
+                f"token of {whoami.get('kind', 'owner')} {who!r} lacks scope(s) {', '.join(missing)}: "
+                f"add them to its role in JupyterHub's load_roles"
+            )
+
+    async def users(self, state: str | None = None, include_stopped: bool = False) -> AsyncIterator[dict]:
+        """Every user model, page by page."""
+        offset = 0
+        while True:
+            params: dict = {"offset": offset, "limit": self.page_size}
+            if state:
+                params["state"] = state
+            if include_stopped:
+                params["include_stopped_servers"] = "1"
+            page = (await self._get("api/users", params, accept=PAGINATION)).json()
+            if isinstance(page, list):  # hubs older than 2.0 do not paginate
+                for user in page:
+                    yield user
+                return
+            for user in page.get("items", []):
+                yield user
+            nxt = (page.get("_pagination") or {}).get("next")
+            if not nxt:
+                return
+            offset = int(nxt["offset"])
+
+    async def user(self, name: str) -> dict | None:
+        try:
+            return (await self._get(f"api/users/{quote(name, safe='')}", {"include_stopped_servers": "1"})).json()
+        except HubNotFound:
+            return None
+
+    async def active(self, sweep: bool = False) -> HubSnapshot:
+        """Active servers of every user; every user too if ``sweep``."""
+        snap = HubSnapshot(observed_at=time.time())
+        async for model in self.users(state="active"):
+            snap.servers.extend(_servers_of(model))
+        if sweep:
+            async for model in self.users():
+                snap.users.append(_user_of(model))
+        return snap
+
+    async def check(self, snap: HubSnapshot, names: Iterable[str]) -> None:
+        """Add what the hub says of ``names``' servers (stopped ones included) to ``snap``."""
+        names = sorted(set(names))
+        models = await asyncio.gather(*(self.user(n) for n in names))
+        active = {(s.user, s.server) for s in snap.servers}
+        for name, model in zip(names, models):
+            snap.users_checked.add(name)
+            for server_name, server in ((model or {}).get("servers") or {}).items():
+                seen = _server_of(name, server_name, server)
+                if seen is None:
+                    snap.stopped.append(ServerStopped(name, server_name, parse_time(server.get("last_activity"))))
+                elif (name, seen.server) not in active:
+                    snap.servers.append(seen)
+
+    async def spawn_histogram(self) -> SpawnHistogram:
+        """The hub's cumulative spawn-duration histogram from ``/hub/metrics``."""
+        text = (await self._get("metrics", accept="text/plain")).text
+        return parse_spawn_histogram(text, time.time())
+
+
+def parse_spawn_histogram(text: str, observed_at: float) -> SpawnHistogram:
+    buckets: dict[tuple[str, float], float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "jupyterhub_server_spawn_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                key = (sample.labels.get("status", ""), float(sample.labels["le"]))
+                buckets[key] = buckets.get(key, 0.0) + sample.value  # summed over 'reason'
+    return SpawnHistogram(observed_at, buckets)
+
+
+def _user_of(model: dict) -> UserSeen:
+    return UserSeen(model["name"], parse_time(model.get("created")), parse_time(model.get("last_activity")))
+
+
+def _servers_of(model: dict) -> list[ServerSeen]:
+    out = []
+    for server_name, server in (model.get("servers") or {}).items():
+        seen = _server_of(model["name"], server_name, server)
+        if seen is not None:
+            out.append(seen)
+    return out
+
+
+def _server_of(user: str, server_name: str, server: dict) -> ServerSeen | None:
+    started = parse_time(server.get("started"))
+    if started is None or server.get("stopped"):
+        return None
+    return ServerSeen(
+        user=user,
+        server=server_name or "",
+        started=started,
+        last_activity=parse_time(server.get("last_activity")),
+        ready=bool(server.get("ready")),
+        pending=server.get("pending"),
+        profile=profile_of(server.get("user_options")),
+    )

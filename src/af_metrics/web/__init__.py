@@ -1,0 +1,1 @@
+"""HTTP side of ``af-metrics serve``: /metrics, the JSON API, health."""

@@ -1,0 +1,89 @@
+"""Tornado application: Prometheus exposition, KPI JSON API and health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import tornado.web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from af_metrics.collector import Collector
+from af_metrics.kpis import KPIError, compute_kpi, kpi_catalogue, period_report
+from af_metrics.ledger.store import Ledger
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    @property
+    def ledger(self) -> Ledger:
+        return self.settings["ledger"]
+
+    def write_json(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(payload, default=str))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = exc.log_message if isinstance(exc, tornado.web.HTTPError) and exc.log_message else self._reason
+        self.write_json({"error": message}, status_code)
+
+
+class MetricsHandler(BaseHandler):
+    def get(self) -> None:
+        registry: CollectorRegistry = self.settings["registry"]
+        encoder, content_type = choose_encoder(self.request.headers.get("Accept", ""))
+        self.set_header("Content-Type", content_type)
+        self.finish(encoder(registry))
+
+
+class HealthHandler(BaseHandler):
+    def get(self) -> None:
+        collector: Collector = self.settings["collector"]
+        sources = {
+            name: {"up": h.up, "last_success": h.last_success, "last_error": h.last_error}
+            for name, h in collector.health.items()
+        }
+        self.write_json({"status": "ok" if all(s["up"] for s in sources.values()) else "degraded", "sources": sources})
+
+
+class KPIListHandler(BaseHandler):
+    def get(self) -> None:
+        self.write_json({"kpis": kpi_catalogue()})
+
+
+class KPIHandler(BaseHandler):
+    async def get(self, name: str) -> None:
+        args = {k: self.get_query_argument(k, None) for k in ("from", "to", "period", "by")}
+        try:
+            result = await asyncio.to_thread(compute_kpi, self.ledger, name, **args)
+        except KPIError as exc:
+            raise tornado.web.HTTPError(404 if exc.unknown else 400, str(exc)) from None
+        self.write_json(result)
+
+
+class ReportHandler(BaseHandler):
+    async def get(self) -> None:
+        args = {k: self.get_query_argument(k, None) for k in ("from", "to", "period")}
+        try:
+            result = await asyncio.to_thread(period_report, self.ledger, **args)
+        except KPIError as exc:
+            raise tornado.web.HTTPError(400, str(exc)) from None
+        self.write_json(result)
+
+
+def make_app(ledger: Ledger, collector: Collector, registry: CollectorRegistry) -> tornado.web.Application:
+    return tornado.web.Application(
+        [
+            (r"/metrics", MetricsHandler),
+            (r"/healthz", HealthHandler),
+            (r"/api/v1/kpis", KPIListHandler),
+            (r"/api/v1/kpis/([a-z0-9_]+)", KPIHandler),
+            (r"/api/v1/report", ReportHandler),
+        ],
+        ledger=ledger,
+        collector=collector,
+        registry=registry,
+    )
