@@ -51,3 +51,10 @@ def test_every_command_has_help() -> None:
         assert "Usage:" in result.output
         for sub in getattr(command, "commands", {}):
             assert runner.invoke(cli, [name, sub, "--help"]).exit_code == 0
+
+
+def test_configuration_doc_lists_every_setting() -> None:
+    from af_metrics.config import Settings
+
+    doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    assert [n for n in Settings.model_fields if f"`{n}`" not in doc] == []
