@@ -6,6 +6,9 @@ import asyncio
 import logging
 import signal
 
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
 from af_metrics.collector import Collector
 from af_metrics.config import Settings
 from af_metrics.exporter import build_registry, read_figures
@@ -29,8 +32,10 @@ async def serve(settings: Settings, ledger: Ledger, stop: asyncio.Event | None =
             log.exception("could not read figures from the ledger")
 
     app = make_app(ledger, collector, registry)
-    server = app.listen(settings.port, address=settings.bind, xheaders=True)
-    port = next(iter(server._sockets.values())).getsockname()[1]
+    sockets = bind_sockets(settings.port, address=settings.bind)
+    server = HTTPServer(app, xheaders=True)
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
     log.info("af-metrics serving on http://%s:%d (metrics at /metrics)", settings.bind, port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
