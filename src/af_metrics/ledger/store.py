@@ -313,8 +313,7 @@ class Ledger:
             return self.add_history_in(conn, records, spawn_records, now)
 
     def add_history_in(self, conn: Connection, records: Sequence[SessionRecord], spawn_records: Sequence[SpawnRecord], now: float) -> int:
-        first_seen = min((r.started for r in [*records, *spawn_records]), default=now)
-        ids = self.user_ids(conn, {r.user for r in records} | {s.user for s in spawn_records}, first_seen)
+        ids = self._history_users(conn, _user_spans(records, spawn_records, now), now)
         new = 0
         for chunk in _chunks(list(records), 1000):
             values = [
@@ -351,25 +350,26 @@ class Ledger:
                     for s in chunk
                 ],
             )
-        self._refresh_user_span(conn, ids.values())
         return new
 
-    def _refresh_user_span(self, conn: Connection, ids: Iterable[int]) -> None:
-        """Keep users.first_seen/last_seen covering their history."""
-        ids = list(ids)
-        for chunk in _chunks(ids, 500):
-            span = (
-                sa.select(sessions.c.user_id, sa.func.min(sessions.c.started).label("lo"), sa.func.max(sa.func.coalesce(sessions.c.ended, sessions.c.last_seen)).label("hi"))
-                .where(sessions.c.user_id.in_(chunk))
-                .group_by(sessions.c.user_id)
+    def _history_users(self, conn: Connection, spans: dict[str, tuple[float, float]], now: float) -> dict[str, int]:
+        """Ids of a history's users; each user's first_seen/last_seen widened to cover its span."""
+        rows = [{"name": n, "first_seen": lo, "last_seen": hi} for n, (lo, hi) in sorted(spans.items())]
+        for chunk in _chunks(rows, 500):
+            conn.execute(self._insert(users).on_conflict_do_nothing(index_elements=["name"]), chunk)
+        ids = self.user_ids(conn, spans, now)
+        lo, hi = sa.bindparam("lo"), sa.bindparam("hi")
+        for chunk in _chunks([{"uid": ids[r["name"]], "lo": r["first_seen"], "hi": r["last_seen"]} for r in rows], 1000):
+            conn.execute(
+                users.update()
+                .where(users.c.id == sa.bindparam("uid"))
+                .values(
+                    first_seen=sa.case((users.c.first_seen > lo, lo), else_=users.c.first_seen),
+                    last_seen=sa.case((users.c.last_seen < hi, hi), else_=users.c.last_seen),
+                ),
+                chunk,
             )
-            for uid, lo, hi in conn.execute(span).all():
-                conn.execute(
-                    users.update().where(users.c.id == uid).values(
-                        first_seen=sa.case((users.c.first_seen > lo, lo), else_=users.c.first_seen),
-                        last_seen=sa.case((users.c.last_seen < hi, hi), else_=users.c.last_seen),
-                    )
-                )
+        return ids
 
     # -- hub spawn histogram --------------------------------------------------------------
 
@@ -411,6 +411,17 @@ class Ledger:
     def set_state(self, conn: Connection, source: str, state: dict, at: float) -> None:
         stmt = self._insert(source_state).values(source=source, state=json.dumps(state), updated=at)
         conn.execute(stmt.on_conflict_do_update(index_elements=["source"], set_={"state": stmt.excluded.state, "updated": stmt.excluded.updated}))
+
+
+def _user_spans(records: Sequence[SessionRecord], spawn_records: Sequence[SpawnRecord], now: float) -> dict[str, tuple[float, float]]:
+    """Per user: earliest start and latest end (``now`` for a session still running) in a history."""
+    spans: dict[str, tuple[float, float]] = {}
+    times = [(r.user, r.started, now if r.ended is None else r.ended) for r in records]
+    times += [(s.user, s.started, s.started + (s.duration or 0.0)) for s in spawn_records]
+    for user, lo, hi in times:
+        old = spans.get(user)
+        spans[user] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+    return spans
 
 
 def _hour_rows(sid: int, uid: int, start: float, end: float, tz: str) -> Iterator[dict]:
