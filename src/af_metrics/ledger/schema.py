@@ -111,3 +111,80 @@ source_state = Table(
 )
 
 INF_LE = 1e300
+
+# -- per-user Dask clusters (migration 0002) --------------------------------------------------
+# A target is one scheduler dashboard of one user. Its row keeps the last sample (the state the
+# next sample is integrated against, so replaying a sample changes nothing) and running totals.
+# Worker/core/memory integrals go to dask_usage per local hour; task counter increases to
+# dask_tasks per local day; facility totals per collection cycle to dask_cycles.
+
+dask_targets = Table(
+    "dask_targets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("cluster", String(255), nullable=False),
+    Column("url", String(1024), nullable=False),
+    Column("first_seen", Float, nullable=False),  # first listed by discovery
+    Column("last_attempt", Float),  # last read, successful or not
+    Column("first_miss", Float),  # first failed read since last_t, while a run is open
+    Column("run", Float),  # estimated start of the scheduler run last seen
+    Column("open", Integer, nullable=False, default=0),  # 1 while that run is not closed
+    Column("last_t", Float),  # last successful read and its figures
+    Column("last_workers", Integer),
+    Column("last_threads", Integer),
+    Column("last_memory", Float),
+    Column("last_finished", Float),
+    Column("last_erred", Float),
+    Column("last_suspicious", Float),
+    Column("last_started", Float),
+    Column("last_ticks", Float),
+    Column("worker_seconds", Float, nullable=False, default=0.0),  # running totals
+    Column("core_seconds", Float, nullable=False, default=0.0),
+    Column("memory_byte_seconds", Float, nullable=False, default=0.0),
+    Column("tasks_finished", Float, nullable=False, default=0.0),
+    Column("tasks_erred", Float, nullable=False, default=0.0),
+    Column("tasks_suspicious", Float, nullable=False, default=0.0),
+    UniqueConstraint("user_id", "cluster", "url", name="uq_dask_targets_key"),
+)
+
+dask_usage = Table(
+    "dask_usage",
+    metadata,
+    Column("target_id", Integer, ForeignKey("dask_targets.id", ondelete="CASCADE"), primary_key=True),
+    Column("hour_start", Float, primary_key=True),
+    Column("user_id", Integer, nullable=False),
+    Column("day", Integer, nullable=False),
+    Column("seconds", Float, nullable=False),  # time the scheduler was seen
+    Column("worker_seconds", Float, nullable=False),
+    Column("core_seconds", Float, nullable=False),
+    Column("memory_byte_seconds", Float, nullable=False),
+    Column("max_workers", Integer, nullable=False),
+    Column("max_threads", Integer, nullable=False),
+)
+Index("ix_dask_usage_day_user", dask_usage.c.day, dask_usage.c.user_id)
+
+dask_tasks = Table(
+    "dask_tasks",
+    metadata,
+    Column("target_id", Integer, ForeignKey("dask_targets.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("user_id", Integer, nullable=False),
+    Column("finished", Float, nullable=False),  # tasks that reached memory or erred
+    Column("erred", Float, nullable=False),
+    Column("suspicious", Float, nullable=False),
+)
+Index("ix_dask_tasks_day_user", dask_tasks.c.day, dask_tasks.c.user_id)
+
+dask_cycles = Table(
+    "dask_cycles",
+    metadata,
+    Column("t", Float, primary_key=True),
+    Column("day", Integer, nullable=False),
+    Column("targets", Integer, nullable=False),
+    Column("up", Integer, nullable=False),
+    Column("users", Integer, nullable=False),  # users with at least one worker
+    Column("workers", Integer, nullable=False),
+    Column("threads", Integer, nullable=False),
+)
+Index("ix_dask_cycles_day", dask_cycles.c.day)

@@ -1,0 +1,82 @@
+"""Targets from a dask-gateway server: every running cluster of every user, by its API.
+
+The gateway's ``GET /api/v1/clusters/`` lists only the authenticated user's clusters, and no
+API lists all of them, so af-metrics asks once per candidate user (the hub's recently active
+users, plus any configured ones) with the gateway's shared-password (Basic) authentication
+(``SimpleAuthenticator``). The gateway proxies each dashboard at ``/clusters/<name>/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import httpx
+
+from af_metrics.discovery import DaskTarget, DiscoveryError
+
+ANSWER_MAX = 4 * 1024 * 1024
+
+
+@dataclass
+class GatewayProvider:
+    url: str
+    password: str
+    users: Callable[[], Awaitable[list[str]]]
+    timeout: float = 10.0
+    concurrency: int = 8
+    name: str = "gateway"
+
+    async def targets(self) -> list[DaskTarget]:
+        base = self.url.rstrip("/")
+        names = sorted(set(await self.users()))
+        limit = asyncio.Semaphore(self.concurrency)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=False, trust_env=False) as client:
+
+            async def one(user: str) -> list[DaskTarget]:
+                async with limit:
+                    return self._parse(user, base, await self._list(client, base, user))
+
+            found = await asyncio.gather(*(one(u) for u in names))
+        return [t for ts in found for t in ts]
+
+    async def _list(self, client: httpx.AsyncClient, base: str, user: str) -> dict:
+        auth = base64.b64encode(f"{user}:{self.password}".encode()).decode()
+        url = f"{base}/api/v1/clusters/?status=running"
+        try:
+            async with asyncio.timeout(self.timeout), client.stream("GET", url, headers={"Authorization": f"Basic {auth}"}) as resp:
+                if resp.status_code in (401, 403):
+                    raise DiscoveryError(f"gateway at {base} refused the password for user {user!r} ({resp.status_code})")
+                if resp.status_code != 200:
+                    raise DiscoveryError(f"gateway at {base} answered HTTP {resp.status_code} listing {user!r}'s clusters")
+                body = bytearray()
+                async for chunk in resp.aiter_raw():
+                    body += chunk
+                    if len(body) > ANSWER_MAX:
+                        raise DiscoveryError(f"gateway answer for {user!r} exceeds {ANSWER_MAX} bytes")
+        except TimeoutError:
+            raise DiscoveryError(f"gateway at {base} did not answer within {self.timeout:g} s") from None
+        except httpx.HTTPError as exc:
+            raise DiscoveryError(f"cannot reach gateway at {base}: {exc.__class__.__name__}") from None
+        try:
+            clusters = json.loads(body)
+        except ValueError:
+            raise DiscoveryError(f"gateway at {base} sent a non-JSON cluster list") from None
+        if not isinstance(clusters, dict):
+            raise DiscoveryError(f"gateway at {base} sent a cluster list that is not a mapping")
+        return clusters
+
+    @staticmethod
+    def _parse(user: str, base: str, clusters: dict) -> list[DaskTarget]:
+        out = []
+        for name, model in clusters.items():
+            route = model.get("dashboard_route") if isinstance(model, dict) else None
+            if not isinstance(route, str) or model.get("status") != "RUNNING":
+                continue
+            dashboard = route.removesuffix("/status") if route.endswith("/status") else f"/clusters/{quote(str(name), safe='')}"
+            out.append(DaskTarget.make(user, str(name), base + dashboard))
+        return out

@@ -1,0 +1,177 @@
+"""Where a user's Dask scheduler is read: its dashboard's ``/metrics`` and ``/json/counts.json``.
+
+A scheduler runs in a user's pod or cluster, so its answers are hostile input. Every read is
+bounded: one deadline for the whole target (both requests), a byte cap per answer, a line cap
+on ``/metrics`` (checked while streaming, before any parsing), no redirects. Only the metric
+families af-metrics uses are handed to prometheus_client's parser, line by line.
+
+What distributed (2024.1 .. 2026.8) exposes: ``/metrics`` has workers by state, tasks by state,
+clients, suspicious-task and per-prefix state counters, but no thread or memory figures;
+``/json/counts.json`` has ``workers``, ``cores`` (threads) and ``bytes`` (Dask-managed data held
+by the workers). ``/json/identity.json`` has memory limits but answers HTTP 500 whenever a
+worker heartbeat carries timing digests (tuple keys it cannot encode), so it is not read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client.parser import text_fd_to_metric_families
+
+COUNTS_MAX = 64 * 1024  # counts.json is ~300 bytes; anything much larger is not a scheduler
+
+# sample name -> what it feeds; every other line of the answer is skipped unparsed
+WORKERS = "dask_scheduler_workers"
+TASKS = "dask_scheduler_tasks"
+CLIENTS = "dask_scheduler_clients"
+SUSPICIOUS = "dask_scheduler_tasks_suspicious_total"
+PREFIX_STATES = "dask_scheduler_prefix_state_totals_total"
+TICKS = "dask_scheduler_tick_count_total"
+PROCESS_START = "process_start_time_seconds"
+WANTED = (WORKERS, TASKS, CLIENTS, SUSPICIOUS, PREFIX_STATES, TICKS, PROCESS_START)
+_WANTED_NAMES = frozenset(w.encode() for w in WANTED)
+
+
+class ScrapeError(RuntimeError):
+    """One scheduler could not be read; the message is one line naming why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeLimits:
+    timeout: float = 5.0  # seconds for the whole target, both requests
+    body_max: int = 10 * 1024 * 1024  # bytes of one /metrics answer
+    lines_max: int = 20_000  # lines of one /metrics answer (series plus HELP/TYPE lines)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSample:
+    """One successful read of a scheduler."""
+
+    observed_at: float
+    workers: int
+    threads: int
+    memory_bytes: float  # Dask-managed data held by the workers
+    workers_by_state: dict[str, float] = field(default_factory=dict)
+    tasks: dict[str, float] = field(default_factory=dict)  # tasks now in each state
+    clients: int = 0
+    erred_total: float = 0.0  # tasks that ever erred (sum over task prefixes)
+    finished_total: float = 0.0  # tasks that ever reached memory or erred
+    suspicious_total: float = 0.0  # times a task was marked suspicious
+    started: float | None = None  # the scheduler process's start time
+    ticks: float | None = None  # event-loop ticks since the scheduler started (resets on restart)
+
+
+def _lines(body: bytes | bytearray) -> Iterator[str]:
+    """Lines of ``body`` that belong to a wanted family (samples and their HELP/TYPE)."""
+    start, end = 0, len(body)
+    while start < end:
+        nl = body.find(b"\n", start)
+        stop = end if nl < 0 else nl
+        head = bytes(body[start : min(stop, start + 128)])
+        if head.startswith((b"# HELP ", b"# TYPE ")):
+            head = head[7:]
+        if head.split(b" ", 1)[0].split(b"{", 1)[0] in _WANTED_NAMES:
+            yield bytes(body[start:stop]).decode("utf-8", "replace")
+        start = stop + 1
+
+
+def parse_metrics(body: bytes | bytearray) -> dict[str, float | dict]:
+    """The figures af-metrics needs from a scheduler's ``/metrics`` text."""
+    out: dict = {"workers_by_state": {}, "tasks": {}, "erred": 0.0, "finished": 0.0, "suspicious": 0.0}
+    try:
+        for family in text_fd_to_metric_families(_lines(body)):
+            for s in family.samples:
+                if s.name == WORKERS:
+                    out["workers_by_state"][s.labels.get("state", "")] = s.value
+                elif s.name == TASKS:
+                    out["tasks"][s.labels.get("state", "")] = s.value
+                elif s.name == CLIENTS:
+                    out["clients"] = s.value
+                elif s.name == SUSPICIOUS:
+                    out["suspicious"] += s.value
+                elif s.name == PREFIX_STATES and s.labels.get("state") in ("memory", "erred"):
+                    out["finished"] += s.value
+                    if s.labels["state"] == "erred":
+                        out["erred"] += s.value
+                elif s.name == TICKS:
+                    out["ticks"] = s.value
+                elif s.name == PROCESS_START:
+                    out["started"] = s.value
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ScrapeError(f"unparsable /metrics: {str(exc)[:120]}") from None
+    if not out["workers_by_state"]:
+        raise ScrapeError("no dask_scheduler_workers in /metrics: not a Dask scheduler dashboard")
+    return out
+
+
+def parse_counts(body: bytes | bytearray) -> tuple[int, int, float]:
+    """(workers, threads, managed bytes) from ``/json/counts.json``."""
+    try:
+        counts = json.loads(body)
+        return int(counts["workers"]), int(counts["cores"]), float(counts["bytes"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ScrapeError(f"unusable /json/counts.json: {str(exc)[:120]}") from None
+
+
+async def _read(client: httpx.AsyncClient, url: str, body_max: int, lines_max: int | None) -> bytearray:
+    async with client.stream("GET", url) as resp:
+        if resp.status_code != 200:
+            raise ScrapeError(f"{url} answered HTTP {resp.status_code}")
+        body = bytearray()
+        lines = 0
+        async for chunk in resp.aiter_raw():
+            body += chunk
+            if len(body) > body_max:
+                raise ScrapeError(f"{url} answer exceeds {body_max} bytes")
+            if lines_max is not None:
+                lines += chunk.count(b"\n")
+                if lines > lines_max:
+                    raise ScrapeError(f"{url} answer exceeds {lines_max} lines")
+        return body
+
+
+async def scrape(client: httpx.AsyncClient, base_url: str, limits: ScrapeLimits) -> SchedulerSample:
+    """Read one scheduler dashboard at ``base_url``; raise ScrapeError on any failure."""
+    base = base_url.rstrip("/")
+    try:
+        async with asyncio.timeout(limits.timeout):
+            metrics = await _read(client, f"{base}/metrics", limits.body_max, limits.lines_max)
+            counts = await _read(client, f"{base}/json/counts.json", COUNTS_MAX, None)
+            observed = time.time()
+    except TimeoutError:
+        raise ScrapeError(f"{base} did not answer within {limits.timeout:g} s") from None
+    except httpx.HTTPError as exc:
+        raise ScrapeError(f"cannot read {base}: {exc.__class__.__name__}: {str(exc)[:120]}") from None
+    figures = parse_metrics(metrics)
+    del metrics
+    workers, threads, memory = parse_counts(counts)
+    return SchedulerSample(
+        observed_at=observed,
+        workers=workers,
+        threads=threads,
+        memory_bytes=memory,
+        workers_by_state=figures["workers_by_state"],
+        tasks=figures["tasks"],
+        clients=int(figures.get("clients", 0)),
+        erred_total=figures["erred"],
+        finished_total=figures["finished"],
+        suspicious_total=figures["suspicious"],
+        started=figures.get("started"),
+        ticks=figures.get("ticks"),
+    )
+
+
+def client(concurrency: int, timeout: float) -> httpx.AsyncClient:
+    """An HTTP client for scheduler reads: no redirects, no environment proxies, bounded pool."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout),
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        headers={"Accept": "text/plain", "Accept-Encoding": "identity"},
+    )
