@@ -1,0 +1,75 @@
+"""Where a run record goes: the user's journal, then the facility (through the spool).
+
+- The journal (``runs.jsonl``) is the user's own history; the Jupyter server extension serves
+  it at ``.../af-metrics/metrics``.
+- When a facility URL is configured, the record is spooled first and then pushed; what cannot
+  be sent now stays in the spool for the next run or the extension's periodic flush.
+
+Configuration comes from the user's environment: ``AF_METRICS_PUSH_URL`` (the facility's
+``af-metrics serve`` base URL), ``JUPYTERHUB_API_TOKEN`` (set by JupyterHub in every user
+server), ``AF_METRICS_ANALYSIS_DIR`` (default: the user data dir's ``af-metrics/analysis``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from af_metrics.coffea.push import PushClient
+from af_metrics.coffea.record import RunRecord
+from af_metrics.coffea.spool import DrainResult, Spool, append_line
+
+ENV_PUSH_URL = "AF_METRICS_PUSH_URL"
+ENV_DIR = "AF_METRICS_ANALYSIS_DIR"
+JOURNAL_MAX_BYTES = 32 * 2**20  # then runs.jsonl becomes runs.jsonl.1 (one generation kept)
+
+
+def analysis_dir() -> Path:
+    return Path(os.environ.get(ENV_DIR) or Path(platformdirs.user_data_dir("af-metrics")) / "analysis")
+
+
+def journal_path(directory: Path) -> Path:
+    return directory / "runs.jsonl"
+
+
+@dataclass
+class Delivery:
+    directory: Path
+    push_url: str = ""
+    token: str = ""
+
+    @classmethod
+    def from_env(cls) -> "Delivery":
+        return cls(analysis_dir(), os.environ.get(ENV_PUSH_URL, ""), os.environ.get("JUPYTERHUB_API_TOKEN", ""))
+
+    @property
+    def spool(self) -> Spool:
+        return Spool(self.directory)
+
+    @property
+    def pushes(self) -> bool:
+        return bool(self.push_url and self.token)
+
+    def deliver(self, record: RunRecord) -> DrainResult:
+        line = record.model_dump_json()
+        journal = journal_path(self.directory)
+        if journal.exists() and journal.stat().st_size > JOURNAL_MAX_BYTES:
+            os.replace(journal, journal.with_name(journal.name + ".1"))
+        append_line(journal, line)
+        if not self.pushes:
+            return DrainResult()
+        self.spool.add(line)
+        return self.flush()
+
+    def flush(self) -> DrainResult:
+        """Send what the spool holds, if a facility is configured."""
+        if not self.pushes:
+            return DrainResult(left=len(self.spool.pending()))
+        client = PushClient(self.push_url, self.token)
+        try:
+            return self.spool.drain(client.send)
+        finally:
+            client.close()
