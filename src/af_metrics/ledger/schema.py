@@ -7,6 +7,7 @@ SQLite and PostgreSQL alike; days are facility-local date ordinals joined to ``c
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     ForeignKey,
@@ -188,3 +189,54 @@ dask_cycles = Table(
     Column("threads", Integer, nullable=False),
 )
 Index("ix_dask_cycles_day", dask_cycles.c.day)
+
+# -- analysis runs (coffea), pushed by users' kernels; see af_metrics.coffea ------------------
+
+analysis_runs = Table(
+    "analysis_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", String(32), nullable=False, unique=True),  # the client's id: a resend is a no-op
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),  # from the pushing token
+    Column("processor", String(255), nullable=False),
+    Column("executor", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # success | failure
+    Column("error", String(500)),
+    Column("started", Float, nullable=False),
+    Column("ended", Float, nullable=False),
+    Column("day", Integer, nullable=False),  # facility-local day of the start
+    Column("wall_seconds", Float, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    Column("bytes_read", BigInteger, nullable=False),
+    Column("columns_read", Integer, nullable=False),
+    Column("process_seconds", Float, nullable=False),
+    Column("chunk_seconds", Float, nullable=False),
+    Column("threads", Integer, nullable=False),
+    Column("events_per_thread_second", Float),  # NULL when the wall time is zero
+    Column("cpu_efficiency", Float),
+    Column("coffea_version", String(64), nullable=False),
+    Column("received", Float, nullable=False),
+)
+Index("ix_analysis_runs_day_user", analysis_runs.c.day, analysis_runs.c.user_id)
+Index("ix_analysis_runs_user_started", analysis_runs.c.user_id, analysis_runs.c.started)
+
+analysis_run_datasets = Table(
+    "analysis_run_datasets",
+    metadata,
+    Column("run_id", Integer, ForeignKey("analysis_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("dataset", String(255), primary_key=True),
+    Column("events", BigInteger, nullable=False),
+    Column("bytes_read", BigInteger, nullable=False),
+    Column("process_seconds", Float, nullable=False),
+    Column("chunks", Integer, nullable=False),
+)
+
+analysis_chunk_buckets = Table(
+    "analysis_chunk_buckets",
+    metadata,
+    Column("run_id", Integer, ForeignKey("analysis_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # duration (seconds) | events (per chunk)
+    Column("le", Float, primary_key=True),  # upper bound, +Inf stored as INF_LE
+    Column("count", Integer, nullable=False),  # chunks in this bucket (not cumulative)
+)
