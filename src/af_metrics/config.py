@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     bind: str = Field("127.0.0.1", description="Address af-metrics serve listens on")
     port: int = Field(9402, ge=0, le=65535, description="Port af-metrics serve listens on")
     per_user_series_max: int = Field(5000, ge=0, description="Cap on users with per-user series in /metrics")
+    dask_static_file: str = Field("", description="YAML file of user -> Dask scheduler dashboard URLs to sample")
+    dask_url_template: str = Field("", description="Scheduler dashboard URL of each running hub server, e.g. http://jupyter-{escaped_username}:8787")
+    dask_gateway_url: str = Field("", description="dask-gateway base URL whose users' clusters are sampled")
+    dask_gateway_password: str = Field("", repr=False, description="dask-gateway shared password (SimpleAuthenticator)")
+    dask_interval: float = Field(15.0, gt=0, description="Seconds between Dask scheduler samples (bounds the accounting error)")
+    dask_timeout: float = Field(5.0, gt=0, description="Seconds one scheduler read may take, both requests included")
+    dask_body_max: int = Field(10 * 1024 * 1024, ge=1024, description="Bytes a scheduler's /metrics answer may have")
+    dask_lines_max: int = Field(20000, ge=10, description="Lines a scheduler's /metrics answer may have")
+    dask_concurrency: int = Field(64, ge=1, le=1024, description="Schedulers read at the same time")
 
     @field_validator("timezone")
     @classmethod

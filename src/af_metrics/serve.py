@@ -11,6 +11,8 @@ from tornado.netutil import bind_sockets
 
 from af_metrics.collector import Collector
 from af_metrics.config import Settings
+from af_metrics.dask_collector import DaskCollector
+from af_metrics.dask_exporter import DaskMetrics
 from af_metrics.exporter import build_registry, read_figures
 from af_metrics.ledger.store import Ledger
 from af_metrics.web.app import make_app
@@ -31,7 +33,10 @@ async def serve(settings: Settings, ledger: Ledger, stop: asyncio.Event | None =
         except Exception:
             log.exception("could not read figures from the ledger")
 
-    app = make_app(ledger, collector, registry)
+    dask = DaskCollector.from_settings(settings, ledger)  # None unless a Dask discovery is configured
+    if dask is not None:
+        registry.register(DaskMetrics(dask))
+    app = make_app(ledger, collector, registry, dask=dask)
     sockets = bind_sockets(settings.port, address=settings.bind)
     server = HTTPServer(app, xheaders=True)
     server.add_sockets(sockets)
@@ -44,7 +49,7 @@ async def serve(settings: Settings, ledger: Ledger, stop: asyncio.Event | None =
         except (NotImplementedError, RuntimeError):
             pass
     try:
-        await collector.run(stop, on_cycle=after_cycle)
+        await asyncio.gather(collector.run(stop, on_cycle=after_cycle), *([dask.run(stop)] if dask else []))
     finally:
         server.stop()
         await server.close_all_connections()

@@ -70,7 +70,7 @@ def show_config(ctx: click.Context) -> None:
     cfg = settings(ctx)
     for name, field in type(cfg).model_fields.items():
         value = getattr(cfg, name)
-        if name == "hub_api_token":
+        if not field.repr:  # secrets: hub token, gateway password
             value = "***" if value else ""
         click.echo(f"{name} = {value!r}    # AF_METRICS_{name.upper()}: {field.description}")
 

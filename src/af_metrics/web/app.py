@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from af_metrics.collector import Collector
+from af_metrics.discovery.http_sd import DaskSDHandler
 from af_metrics.kpis import KPIError, compute_kpi, kpi_catalogue, period_report
 from af_metrics.ledger.store import Ledger
 
@@ -74,7 +75,7 @@ class ReportHandler(BaseHandler):
         self.write_json(result)
 
 
-def make_app(ledger: Ledger, collector: Collector, registry: CollectorRegistry) -> tornado.web.Application:
+def make_app(ledger: Ledger, collector: Collector, registry: CollectorRegistry, dask: Any = None) -> tornado.web.Application:
     return tornado.web.Application(
         [
             (r"/metrics", MetricsHandler),
@@ -82,8 +83,10 @@ def make_app(ledger: Ledger, collector: Collector, registry: CollectorRegistry) 
             (r"/api/v1/kpis", KPIListHandler),
             (r"/api/v1/kpis/([a-z0-9_]+)", KPIHandler),
             (r"/api/v1/report", ReportHandler),
+            (r"/sd/dask", DaskSDHandler),
         ],
         ledger=ledger,
         collector=collector,
         registry=registry,
+        dask=dask,
     )
