@@ -63,8 +63,8 @@ class Kind:
 
 
 TOURIST = Kind("tourist", 0.25, 7.0, 0.05)
-OCCASIONAL = Kind("occasional", 0.09, 120.0, 0.3)
-REGULAR = Kind("regular", 0.3, 400.0, 0.5)
+OCCASIONAL = Kind("occasional", 0.08, 120.0, 0.3)
+REGULAR = Kind("regular", 0.26, 400.0, 0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +89,8 @@ class Window:
         first = plan.end.toordinal() - plan.days + 1
         dates = [dt.date.fromordinal(first + i) for i in range(plan.days)]
         rng = random.Random(f"{plan.seed}:facility")
-        tutorials = sorted(rng.randrange(plan.days) for _ in range(max(1, plan.days // 45)))
+        weekdays = [i for i, d in enumerate(dates) if d.weekday() < 5] or [0]
+        tutorials = sorted(rng.choice(weekdays) for _ in range(max(1, plan.days // 45)))
         return cls(
             first=first,
             starts=tuple(day_start(first + i, tz) for i in range(plan.days)),

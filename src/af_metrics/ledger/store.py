@@ -313,7 +313,7 @@ class Ledger:
             return self.add_history_in(conn, records, spawn_records, now)
 
     def add_history_in(self, conn: Connection, records: Sequence[SessionRecord], spawn_records: Sequence[SpawnRecord], now: float) -> int:
-        ids = self._history_users(conn, _user_spans(records, spawn_records, now), now)
+        ids = self._history_users(conn, _user_spans(records, spawn_records), now)
         new = 0
         for chunk in _chunks(list(records), 1000):
             values = [
@@ -413,10 +413,11 @@ class Ledger:
         conn.execute(stmt.on_conflict_do_update(index_elements=["source"], set_={"state": stmt.excluded.state, "updated": stmt.excluded.updated}))
 
 
-def _user_spans(records: Sequence[SessionRecord], spawn_records: Sequence[SpawnRecord], now: float) -> dict[str, tuple[float, float]]:
-    """Per user: earliest start and latest end (``now`` for a session still running) in a history."""
+def _user_spans(records: Sequence[SessionRecord], spawn_records: Sequence[SpawnRecord]) -> dict[str, tuple[float, float]]:
+    """Per user: earliest start and latest end in a history (a running session: its start, so
+    that adding the same history again changes nothing)."""
     spans: dict[str, tuple[float, float]] = {}
-    times = [(r.user, r.started, now if r.ended is None else r.ended) for r in records]
+    times = [(r.user, r.started, r.started if r.ended is None else r.ended) for r in records]
     times += [(s.user, s.started, s.started + (s.duration or 0.0)) for s in spawn_records]
     for user, lo, hi in times:
         old = spans.get(user)
