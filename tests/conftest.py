@@ -115,3 +115,67 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, what: st
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+# -- the real local facility (JupyterHub + proxy + single-user servers) ------------------------
+
+
+def _proxy() -> str | None:
+    """configurable-http-proxy: $AF_METRICS_CHP, PATH, else the copy `make test` installs."""
+    if os.environ.get("AF_METRICS_CHP") or shutil.which("configurable-http-proxy"):
+        return None
+    local = REPO / ".tools" / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
+    return str(local) if local.exists() else None
+
+
+@pytest.fixture(scope="session")
+def facility(tmp_path_factory: pytest.TempPathFactory, artifacts: Path):
+    """One real JupyterHub for the whole session; tests use their own users (``hub_users``).
+
+    Besides the ``af-metrics`` service it has two tokens each missing one required scope.
+    """
+    from af_metrics.demo.facility import LocalFacility
+    from af_metrics.sources.jupyterhub import REQUIRED_SCOPES
+
+    narrow = {
+        f"no-{scope.replace(':', '-')}": [s for s in REQUIRED_SCOPES if s != scope]
+        for scope in ("read:metrics", "read:users:activity")
+    }
+    fac = LocalFacility(workdir=tmp_path_factory.mktemp("facility"), proxy=_proxy(), extra_services=narrow)
+    try:
+        with fac:
+            yield fac
+    finally:
+        if fac.log_path.exists():
+            shutil.copy(fac.log_path, artifacts / "jupyterhub.log")
+
+
+@pytest.fixture
+def hub(facility):  # noqa: ANN001, ANN201
+    """The shared facility with its hub up (a test that stopped the hub is not held against the next)."""
+    facility.start_hub()
+    return facility
+
+
+@pytest.fixture
+def hub_users(hub, request: pytest.FixtureRequest):  # noqa: ANN001, ANN201
+    """``hub_users(n)``: n new hub users named after the test; deleted (servers stopped) afterwards."""
+    import re
+    import secrets
+
+    slug = re.sub(r"[^a-z0-9]", "", request.node.originalname.removeprefix("test_").lower())[:16]
+    made: list[str] = []
+
+    def make(n: int) -> list[str]:
+        names = [f"{slug}-{i}-{secrets.token_hex(3)}" for i in range(n)]
+        hub.driver.create_users(names)
+        made.extend(names)
+        return names
+
+    yield make
+    hub.start_hub()
+    for name in made:
+        try:
+            hub.driver.delete_user(name)
+        except Exception:  # noqa: BLE001 - best effort: the session teardown stops every server anyway
+            pass

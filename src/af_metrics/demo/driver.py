@@ -66,7 +66,16 @@ class HubDriver:
         for name in names:
             self._call("POST", f"users/{quote(name, safe='')}", ok=(201, 409))
 
-    def delete_user(self, name: str) -> None:
+    def delete_user(self, name: str, timeout: float = 60.0) -> None:
+        """Stop the user's servers, then delete the user (the hub refuses while a stop is pending)."""
+        user = self.user(name)
+        if user is None:
+            return
+        for server, model in (user.get("servers") or {}).items():
+            if not model["stopped"]:
+                if model["pending"] != "stop":
+                    self.stop_server(name, server)
+                self.wait_stopped(name, server, timeout)
         self._call("DELETE", f"users/{quote(name, safe='')}", ok=(204, 404))
 
     def start_server(self, user: str, server: str = "", profile: str | None = None) -> None:
@@ -78,12 +87,14 @@ class HubDriver:
         body = {"remove": True} if remove else None
         self._call("DELETE", _server_path(user, server), ok=(202, 204), json=body)
 
+    def user(self, name: str) -> dict | None:
+        """The hub's user model with every server (stopped ones included), or None."""
+        resp = self._call("GET", f"users/{quote(name, safe='')}", ok=(200, 404), params={"include_stopped_servers": "1"})
+        return None if resp.status_code == 404 else resp.json()
+
     def server(self, user: str, server: str = "") -> dict | None:
         """The hub's model of one server (stopped ones included), or None if there is none."""
-        resp = self._call("GET", f"users/{quote(user, safe='')}", ok=(200, 404), params={"include_stopped_servers": "1"})
-        if resp.status_code == 404:
-            return None
-        return (resp.json().get("servers") or {}).get(server)
+        return ((self.user(user) or {}).get("servers") or {}).get(server)
 
     def wait_ready(self, user: str, server: str = "", timeout: float = 60.0) -> dict:
         """Wait until the server is ready; DriverError if its spawn failed."""
