@@ -16,7 +16,9 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from af_metrics.coffea.exposition import AnalysisFigures, analysis_families
 from af_metrics.collector import Collector as SourceCollector
+from af_metrics.ledger.analysis import read_analysis_figures
 from af_metrics.ledger.schema import sessions, spawns, users
 from af_metrics.ledger.store import Ledger
 
@@ -43,6 +45,7 @@ class FacilityFigures:
     spawns_by_outcome: dict[str, int] = field(default_factory=dict)
     per_user: dict[str, UserFigures] = field(default_factory=dict)
     users_dropped: int = 0
+    analysis: AnalysisFigures = field(default_factory=AnalysisFigures)
 
 
 def read_figures(ledger: Ledger, cap: int, now: float | None = None) -> FacilityFigures:
@@ -84,6 +87,7 @@ def read_figures(ledger: Ledger, cap: int, now: float | None = None) -> Facility
     for name, running, count, seconds, last in per_user[:cap]:
         fig.per_user[name] = UserFigures(int(running or 0), int(count), float(seconds or 0.0), last)
     fig.users_dropped = max(0, len(per_user) - cap)
+    fig.analysis = read_analysis_figures(ledger, cap)
     return fig
 
 
@@ -143,6 +147,7 @@ class LedgerMetrics(Collector):
         yield GaugeMetricFamily(
             "af_user_series_dropped", "Active users left out of per-user series by the cap", value=f.users_dropped
         )
+        yield from analysis_families(f.analysis)
 
 
 def build_registry(sources: SourceCollector) -> tuple[CollectorRegistry, LedgerMetrics, Histogram]:

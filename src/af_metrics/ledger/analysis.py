@@ -15,6 +15,7 @@ from af_metrics.ledger.store import Ledger
 from af_metrics.timeutil import day_of
 
 BUCKET_KINDS = {"duration": CHUNK_SECONDS_BOUNDS, "events": CHUNK_EVENTS_BOUNDS}
+DATASETS_PER_USER = 20  # dataset label values per user in /metrics; the rest add up under "_other"
 
 
 def store_run(ledger: Ledger, user: str, record: RunRecord, received: float) -> bool:
@@ -50,7 +51,7 @@ def store_run(ledger: Ledger, user: str, record: RunRecord, received: float) -> 
         return True
 
 
-def read_analysis_figures(ledger: Ledger, user_cap: int, dataset_cap: int) -> AnalysisFigures:
+def read_analysis_figures(ledger: Ledger, user_cap: int, dataset_cap: int = DATASETS_PER_USER) -> AnalysisFigures:
     """Per-user totals for the ``user_cap`` users with the latest runs; beyond ``dataset_cap``
     datasets a user's smaller ones are summed under ``_other`` (bounded label cardinality)."""
     fig = AnalysisFigures()

@@ -76,6 +76,8 @@ class ReportHandler(BaseHandler):
 
 
 def make_app(ledger: Ledger, collector: Collector, registry: CollectorRegistry, dask: Any = None) -> tornado.web.Application:
+    from af_metrics.web.analysis import AnalysisPushHandler, HubIdentity  # it builds on BaseHandler
+
     return tornado.web.Application(
         [
             (r"/metrics", MetricsHandler),
@@ -84,9 +86,11 @@ def make_app(ledger: Ledger, collector: Collector, registry: CollectorRegistry, 
             (r"/api/v1/kpis/([a-z0-9_]+)", KPIHandler),
             (r"/api/v1/report", ReportHandler),
             (r"/sd/dask", DaskSDHandler),
+            (r"/api/v1/analysis/runs", AnalysisPushHandler),
         ],
         ledger=ledger,
         collector=collector,
         registry=registry,
         dask=dask,
+        hub_identity=HubIdentity(collector.settings.resolved_hub()[0]),
     )
