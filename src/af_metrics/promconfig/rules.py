@@ -16,6 +16,8 @@ from af_metrics.promconfig.scrape import Jobs
 SPAWN_WINDOW = "1h"  # spawns are rare: a short window is mostly empty
 REQUEST_WINDOW = "5m"
 TASK_WINDOW = "10m"
+# Task counters are af-metrics' per-user totals: they outlive clusters that run for minutes,
+# whose own counters would vanish before increase() saw them grow.
 REFUSED_SPAWN = 'status=~"failure|throttled|too_many_users"'
 ATTEMPTED_SPAWN = 'status!="already_pending"'  # a second click while a spawn is pending is no attempt
 STREAMING_HANDLERS = 'handler!~".*ProgressAPIHandler"'  # event streams stay open while a spawn runs
@@ -106,7 +108,8 @@ def alerting_rules(jobs: Jobs = Jobs()) -> list[Alert]:
             "errors, unschedulable pods (cluster full, quota) or failing volume mounts.\n"
             "3. 'throttled' / 'too_many_users': raise c.JupyterHub.concurrent_spawn_limit / active_server_limit "
             "or add capacity.\n"
-            "4. One profile only (af-metrics 'spawn_failure_rate' KPI by profile): fix that image or node pool.",
+            "4. 'af-metrics kpi spawn_success_rate' shows since when; failures of one profile only point to "
+            "that image or node pool.",
         ),
         Alert(
             "JupyterHubSpawnSlow",
@@ -164,21 +167,21 @@ def alerting_rules(jobs: Jobs = Jobs()) -> list[Alert]:
         ),
         Alert(
             "DaskErredTasksSpike",
-            "sum by (user) ("
-            f'increase(dask_scheduler_prefix_state_totals_total{{state="erred"}}[{TASK_WINDOW}])) > 100',
+            f"sum by (user) (increase(af_dask_tasks_erred_total[{TASK_WINDOW}])) > 100",
             "5m",
             "info",
             "Many Dask tasks erred for user {{ $labels.user }}",
             "{{ $value | humanize }} tasks erred in the last 10 minutes on {{ $labels.user }}'s Dask clusters.",
             "An analysis is failing repeatedly; it burns worker time without results.\n"
-            "1. Per-user dashboard (af-metrics 'Per user'): which task prefixes err.\n"
+            "1. Per-user dashboard (af-metrics 'Per user'): which task prefixes err (scraped from the "
+            "user's scheduler).\n"
             "2. Usual causes: a file that cannot be read (XRootD/storage outage affects all users at "
             "once), worker out-of-memory, a code bug. Several users at once points to storage.\n"
             "3. Contact the user if only one is affected.",
         ),
         Alert(
             "DaskSuspiciousTasksSpike",
-            f"sum by (user) (increase(dask_scheduler_tasks_suspicious_total[{TASK_WINDOW}])) > 10",
+            f"sum by (user) (increase(af_dask_tasks_suspicious_total[{TASK_WINDOW}])) > 10",
             "5m",
             "warning",
             "Dask tasks of user {{ $labels.user }} keep killing workers",

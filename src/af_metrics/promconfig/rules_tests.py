@@ -39,10 +39,19 @@ class Case:
     quiet: list[str] = field(default_factory=list)  # alerts that must not fire
 
 
-def _buckets(name: str, labels: str, per_minute: dict[str, float]) -> dict[str, str]:
-    """Histogram series growing by ``per_minute[le]`` each minute for two hours, plus _count."""
-    out = {f'{name}_bucket{{{labels},le="{le}"}}': f"0+{n}x120" for le, n in per_minute.items()}
-    out[f"{name}_count{{{labels}}}"] = f"0+{per_minute['+Inf']}x120"
+def _grows(per_second: float) -> str:
+    """Two hours of a counter growing at ``per_second``, sampled each minute.
+
+    Whole rates per second keep every rate() exact in floating point, so expected values
+    (and the ``$value`` rendered into annotations) do not depend on summation order.
+    """
+    return f"0+{60 * per_second:g}x120"
+
+
+def _buckets(name: str, labels: str, per_second: dict[str, float]) -> dict[str, str]:
+    """Histogram series (cumulative buckets and _count) growing at ``per_second[le]``."""
+    out = {f'{name}_bucket{{{labels},le="{le}"}}': _grows(n) for le, n in per_second.items()}
+    out[f"{name}_count{{{labels}}}"] = _grows(per_second["+Inf"])
     return out
 
 
@@ -52,8 +61,8 @@ def cases(jobs: Jobs = Jobs()) -> list[Case]:
         Case(
             "core-hours: alice holds 4 cores, bob half a core",
             {
-                'af_dask_core_seconds_total{user="alice",cluster="c1"}': "0+240x120",  # 4 cores x 60 s
-                'af_dask_core_seconds_total{user="bob",cluster="c2"}': "0+30x120",
+                'af_dask_core_seconds_total{job="af-metrics",user="alice"}': _grows(4),  # 4 cores
+                'af_dask_core_seconds_total{job="af-metrics",user="bob"}': _grows(0.5),
             },
             "90m",
             samples={r.CORE_HOURS: [('{user="alice"}', 4.0), ('{user="bob"}', 0.5)]},
@@ -75,12 +84,12 @@ def cases(jobs: Jobs = Jobs()) -> list[Case]:
             samples={r.ACTIVE_USERS: [("", 0.0)]},
         ),
         Case(
-            # per minute: 1 failure, 10 successes, 5 clicks while pending (no attempts): 1 in 11 failed
+            # per second: 1 failure, 10 successes, 5 clicks while pending (no attempts): 1 in 11 failed
             "spawns: one in eleven fails, p95 is 45 s",
             {
-                f'{SPAWN}_count{{{hub},status="failure",reason="error"}}': "0+1x120",
-                f'{SPAWN}_count{{{hub},status="already_pending",reason="none"}}': "0+5x120",
-                # 10 successful spawns a minute: 5 within 10 s, 9 within 30 s, all within 60 s:
+                f'{SPAWN}_count{{{hub},status="failure",reason="error"}}': _grows(1),
+                f'{SPAWN}_count{{{hub},status="already_pending",reason="none"}}': _grows(5),
+                # 10 successful spawns a second: 5 within 10 s, 9 within 30 s, all within 60 s:
                 # the 9.5th of 10 lies half-way between 30 and 60 s
                 **_buckets(SPAWN, f'{hub},status="success",reason="none"', {"10": 5, "30": 9, "60": 10, "+Inf": 10}),
             },
@@ -91,11 +100,11 @@ def cases(jobs: Jobs = Jobs()) -> list[Case]:
         Case(
             "spawns: many fail",
             {
-                f'{SPAWN}_count{{{hub},status="failure",reason="error"}}': "0+1x120",
-                f'{SPAWN}_count{{{hub},status="throttled",reason="none"}}': "0+1x120",
-                f'{SPAWN}_count{{{hub},status="success",reason="none"}}': "0+2x120",
+                f'{SPAWN}_count{{{hub},status="failure",reason="error"}}': _grows(1),
+                f'{SPAWN}_count{{{hub},status="throttled",reason="none"}}': _grows(1),
+                f'{SPAWN}_count{{{hub},status="success",reason="none"}}': _grows(2),
             },
-            "30m",
+            "90m",  # a full hour of samples: exact rates
             samples={r.SPAWN_FAILURE_RATIO: [("", 0.5)]},
             fires=[Fires("JupyterHubSpawnFailures", value="50%")],
         ),
@@ -110,10 +119,10 @@ def cases(jobs: Jobs = Jobs()) -> list[Case]:
             quiet=["JupyterHubSpawnFailures"],
         ),
         Case(
-            # 10 a minute: 5 within 60 s, 8 within 120 s, all within 300 s: 120 + 180 * 1.5/2
+            # 10 a second: 5 within 60 s, 8 within 120 s, all within 300 s: 120 + 180 * 1.5/2
             "spawns: slow",
             _buckets(SPAWN, f'{hub},status="success",reason="none"', {"60": 5, "120": 8, "300": 10, "+Inf": 10}),
-            "30m",
+            "90m",  # a full hour of samples: exact rates
             samples={r.SPAWN_P95: [("", 255.0)]},
             fires=[Fires("JupyterHubSpawnSlow", value="4m 15s")],
         ),
@@ -121,17 +130,17 @@ def cases(jobs: Jobs = Jobs()) -> list[Case]:
             # per second 32 requests: 3 answered 404, 1 answered 500, 1 a slow event stream
             "requests: a few errors, fast answers",
             {
-                **_buckets(REQUEST, f'{hub},{GET_USERS},code="200"', {"0.1": 60 * 27, "+Inf": 60 * 27}),
-                **_buckets(REQUEST, f'{hub},{GET_USERS},code="404"', {"0.1": 60 * 3, "+Inf": 60 * 3}),
-                **_buckets(REQUEST, f'{hub},{GET_USERS},code="500"', {"0.1": 60, "+Inf": 60}),
-                **_buckets(REQUEST, f"{hub},{PROGRESS}", {"0.1": 0, "+Inf": 60}),
+                **_buckets(REQUEST, f'{hub},{GET_USERS},code="200"', {"0.1": 27, "+Inf": 27}),
+                **_buckets(REQUEST, f'{hub},{GET_USERS},code="404"', {"0.1": 3, "+Inf": 3}),
+                **_buckets(REQUEST, f'{hub},{GET_USERS},code="500"', {"0.1": 1, "+Inf": 1}),
+                **_buckets(REQUEST, f"{hub},{PROGRESS}", {"0.1": 0, "+Inf": 1}),
             },
             "30m",
             samples={r.REQUEST_ERROR_RATIO: [('{code="404"}', 3 / 32), ('{code="500"}', 1 / 32)]},
             quiet=["JupyterHubRequestLatencyHigh", "JupyterHubServerErrors"],
         ),
         Case(
-            # per minute 100 requests, 10 of them 500; 60 within 2.5 s, all within 5 s:
+            # per second 100 requests, 10 of them 500; 60 within 2.5 s, all within 5 s:
             # the 95th lies at 2.5 + 2.5 * 35/40 s
             "requests: slow and failing",
             {
@@ -151,7 +160,7 @@ def cases(jobs: Jobs = Jobs()) -> list[Case]:
             {
                 f'jupyterhub_check_routes_duration_seconds_count{{job="{jobs.hub}",instance="hub-a"}}': "1x120",
                 f'process_start_time_seconds{{job="{jobs.hub}",instance="hub-a"}}': "0x120",
-                f'jupyterhub_check_routes_duration_seconds_count{{job="{jobs.hub}",instance="hub-b"}}': "0+1x120",
+                f'jupyterhub_check_routes_duration_seconds_count{{job="{jobs.hub}",instance="hub-b"}}': _grows(1 / 60),
                 f'process_start_time_seconds{{job="{jobs.hub}",instance="hub-b"}}': "0x120",
                 f'jupyterhub_check_routes_duration_seconds_count{{job="{jobs.hub}",instance="hub-c"}}': "1x120",
                 f'process_start_time_seconds{{job="{jobs.hub}",instance="hub-c"}}': "2100x120",
@@ -160,14 +169,14 @@ def cases(jobs: Jobs = Jobs()) -> list[Case]:
             fires=[Fires("JupyterHubProxyRouteCheckFailing", {"job": jobs.hub, "instance": "hub-a"})],
         ),
         Case(
-            # alice: 20 erred and 2 suspicious tasks a minute; bob: 1 and 0.5
+            # in 10 minutes alice: 200 erred and 20 suspicious tasks; bob: 10 and 5
             "dask: alice's tasks err and kill workers",
             {
-                'dask_scheduler_prefix_state_totals_total{user="alice",task_prefix_name="process",state="erred"}': "0+20x120",
-                'dask_scheduler_prefix_state_totals_total{user="alice",task_prefix_name="process",state="memory"}': "0+500x120",
-                'dask_scheduler_prefix_state_totals_total{user="bob",task_prefix_name="load",state="erred"}': "0+1x120",
-                'dask_scheduler_tasks_suspicious_total{user="alice",task_prefix_name="process"}': "0+2x120",
-                'dask_scheduler_tasks_suspicious_total{user="bob",task_prefix_name="load"}': "0+0.5x120",
+                'af_dask_tasks_erred_total{job="af-metrics",user="alice"}': _grows(1 / 3),
+                'af_dask_tasks_finished_total{job="af-metrics",user="alice"}': _grows(10),
+                'af_dask_tasks_erred_total{job="af-metrics",user="bob"}': _grows(1 / 60),
+                'af_dask_tasks_suspicious_total{job="af-metrics",user="alice"}': _grows(1 / 30),
+                'af_dask_tasks_suspicious_total{job="af-metrics",user="bob"}': _grows(1 / 120),
             },
             "30m",
             fires=[
