@@ -29,6 +29,7 @@ log = logging.getLogger("af_metrics.coffea")
 
 OnRecord = Callable[[RunRecord], None]
 _ORIGINAL_RUN = processor.Runner.run
+_OK, _ERR = getattr(processor, "Ok", ()), getattr(processor, "Err", ())  # result types: coffea >= 2026.9
 _state = threading.local()  # .recording: a run of this thread is being recorded
 
 
@@ -53,8 +54,8 @@ def recorded_run(runner: processor.Runner, run: Callable[..., Any], on_record: O
         _state.recording = False
         runner.savemetrics, runner.checkpointer = user_metrics, user_checkpointer
     wall = time.perf_counter() - tic
-    wrapped = result.value if isinstance(result, (processor.Ok, processor.Err)) else result
-    failure = result.exception if isinstance(result, processor.Err) else None
+    wrapped = result.value if _OK and isinstance(result, (_OK, _ERR)) else result
+    failure = result.exception if _ERR and isinstance(result, _ERR) else None
     figures, columns = None, ()
     if isinstance(wrapped, dict):
         if wrapped.get("exception", 0) != 0:

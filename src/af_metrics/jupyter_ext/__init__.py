@@ -1,0 +1,91 @@
+"""jupyter_server extension: a user's own analysis figures, in the user's own server.
+
+``<server>/af-metrics/metrics`` (Prometheus text) and ``<server>/af-metrics/runs`` (JSON, the
+latest runs with derived throughput figures) are read from the journal the user's kernels
+write; both need the same authentication as every other Jupyter handler. When a facility URL
+is configured, the extension also sends the spool every minute, so runs recorded while the
+facility was down arrive without waiting for the next analysis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+from typing import Any
+
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.utils import url_path_join
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from tornado import web
+from tornado.ioloop import PeriodicCallback
+
+from af_metrics.coffea.delivery import Delivery, analysis_dir, journal_path
+from af_metrics.coffea.exposition import analysis_families
+from af_metrics.jupyter_ext.journal import JournalTail
+
+FLUSH_INTERVAL_MS = 60_000
+RUNS_LIMIT_MAX = 200
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "af_metrics.jupyter_ext"}]
+
+
+class _Handler(JupyterHandler):
+    auth_resource = "af-metrics"
+
+    @property
+    def journal(self) -> JournalTail:
+        return self.settings["af_metrics_journal"]
+
+
+class MetricsHandler(_Handler):
+    @web.authenticated
+    def get(self) -> None:
+        figures = self.journal.figures()
+        registry = CollectorRegistry()
+        registry.register(_Families(figures))
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(registry))
+
+
+class RunsHandler(_Handler):
+    @web.authenticated
+    def get(self) -> None:
+        try:
+            limit = min(max(int(self.get_query_argument("limit", "50")), 1), RUNS_LIMIT_MAX)
+        except ValueError:
+            raise web.HTTPError(400, "limit must be a whole number") from None
+        self.journal.refresh()
+        runs = [{**r.model_dump(), **r.derived()} for r in list(self.journal.recent)[-limit:]]
+        self.set_header("Content-Type", "application/json")
+        self.finish({"user": self.journal.user, "runs": runs[::-1]})
+
+
+class _Families:
+    def __init__(self, figures: Any) -> None:
+        self.figures = figures
+
+    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+        yield from analysis_families(self.figures)
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    user = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+    tail = JournalTail(journal_path(analysis_dir()), user)
+    web_app = serverapp.web_app
+    base = web_app.settings["base_url"]
+    web_app.settings["af_metrics_journal"] = tail
+    web_app.add_handlers(".*$", [
+        (url_path_join(base, "af-metrics/metrics"), MetricsHandler),
+        (url_path_join(base, "af-metrics/runs"), RunsHandler),
+    ])
+    delivery = Delivery.from_env()
+    if delivery.pushes:
+        async def flush() -> None:
+            await asyncio.to_thread(delivery.flush)
+
+        PeriodicCallback(flush, FLUSH_INTERVAL_MS).start()
+    serverapp.log.info("af-metrics: analysis figures at %saf-metrics/metrics (journal %s)", base, tail.path)
