@@ -15,6 +15,8 @@ import platformdirs
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from af_metrics.accounting.settings import AccountingSettings
+
 APP = "af-metrics"
 
 
@@ -58,6 +60,9 @@ class Settings(BaseSettings):
     dask_body_max: int = Field(10 * 1024 * 1024, ge=1024, description="Bytes a scheduler's /metrics answer may have")
     dask_lines_max: int = Field(20000, ge=10, description="Lines a scheduler's /metrics answer may have")
     dask_concurrency: int = Field(64, ge=1, le=1024, description="Schedulers read at the same time")
+    accounting: AccountingSettings = Field(
+        default_factory=AccountingSettings, description="[accounting] table: site, VO, attribution rules, Prometheus (see docs/accounting.md)"
+    )
 
     @field_validator("timezone")
     @classmethod

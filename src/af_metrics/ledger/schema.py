@@ -240,3 +240,80 @@ analysis_chunk_buckets = Table(
     Column("le", Float, primary_key=True),  # upper bound, +Inf stored as INF_LE
     Column("count", Integer, nullable=False),  # chunks in this bucket (not cumulative)
 )
+
+# -- accounting: HTCondor jobs and Kubernetes pods attributed to hub users (migration 0004) ----
+# A batch job is one row per GlobalJobId; while it is in the queue (settled = 0) each ingest
+# replaces its figures and its per-day slices, once it left the queue (settled = 1) it never
+# changes again. user_id NULL: no attribution rule named a user (the unattributed remainder).
+# Pods: one row per (namespace, name) with its user; pod_hours their integrated requests and
+# usage per local hour. Memory: MiB for jobs (HTCondor's unit), bytes for pods.
+
+batch_jobs = Table(
+    "batch_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("global_job_id", String(255), nullable=False, unique=True),
+    Column("user_id", Integer, ForeignKey("users.id")),  # NULL: unattributed
+    Column("rule", String(64)),  # the attribution rule that named the user
+    Column("owner", String(255)),
+    Column("accounting_group", String(255)),
+    Column("grp", String(255), nullable=False),  # accounting group without its user part
+    Column("pod", String(255)),  # the pod an attribution rule found in the job, if any
+    Column("status", Integer, nullable=False),  # JobStatus
+    Column("exit_code", Integer),
+    Column("settled", Integer, nullable=False),  # 1 once the job has left the queue
+    Column("request_cpus", Float, nullable=False),
+    Column("request_memory", Float),  # MiB
+    Column("request_gpus", Float, nullable=False),
+    Column("started", Float),
+    Column("ended", Float),
+    Column("wall_seconds", Float, nullable=False),
+    Column("cpu_seconds", Float, nullable=False),  # user + system
+    Column("memory_usage", Float),  # MiB, peak
+    Column("updated", Float, nullable=False),
+)
+Index("ix_batch_jobs_ended", batch_jobs.c.ended)
+Index("ix_batch_jobs_pod", batch_jobs.c.pod)
+
+batch_job_days = Table(
+    "batch_job_days",
+    metadata,
+    Column("job_id", Integer, ForeignKey("batch_jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("wall_seconds", Float, nullable=False),
+    Column("core_seconds", Float, nullable=False),  # RequestCpus x wall
+    Column("cpu_seconds", Float, nullable=False),
+    Column("gpu_seconds", Float, nullable=False),
+    Column("memory_mib_seconds", Float, nullable=False),  # requested
+    Column("memory_used_mib_seconds", Float, nullable=False),
+)
+Index("ix_batch_job_days_day", batch_job_days.c.day)
+
+pods = Table(
+    "pods",
+    metadata,
+    Column("namespace", String(255), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id")),  # NULL: unattributed
+    Column("rule", String(64)),
+    Column("role", String(16), nullable=False),  # notebook | other
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+)
+Index("ix_pods_name", pods.c.name)
+
+pod_hours = Table(
+    "pod_hours",
+    metadata,
+    Column("namespace", String(255), primary_key=True),
+    Column("pod", String(255), primary_key=True),
+    Column("hour_start", Float, primary_key=True),
+    Column("day", Integer, nullable=False),
+    Column("seconds", Float, nullable=False),  # time the pod's series were present
+    Column("cpu_request_seconds", Float, nullable=False),  # core-seconds requested
+    Column("cpu_used_seconds", Float, nullable=False),
+    Column("memory_request_byte_seconds", Float, nullable=False),
+    Column("memory_used_byte_seconds", Float, nullable=False),
+    Column("gpu_request_seconds", Float, nullable=False),
+)
+Index("ix_pod_hours_day", pod_hours.c.day)
