@@ -23,6 +23,8 @@ def compute_kpi(ledger: Any, name: str, **kwargs: Any) -> dict:
     by = args["by"] or "day"
     if by not in BY_CHOICES:
         raise KPIError(f"bad bucketing {by!r}: use one of {', '.join(BY_CHOICES)}")
+    if args["by"] and not kpi.periodic:
+        raise KPIError(f"{name} covers the whole range: it takes no bucketing")
     with ledger.engine.connect() as conn:
         return evaluate(kpi, _query(conn, ledger.tz, args, by if kpi.periodic else "range"))
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 
 from af_metrics.kpis.registry import Query, Series, Table, Value, register
-from af_metrics.kpis.sql import epoch_bounds, local_day, nearest_rank
+from af_metrics.kpis.sql import epoch_bounds, nearest_rank, started_in_range
 
 WINDOWS = (1, 7, 30)  # DAU, WAU, MAU: users active in the W days ending on a day
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -20,32 +20,36 @@ WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 # -- daily active users over sliding windows ---------------------------------------------------
 #
 # Gaps and islands: a user active on day d is counted on days d .. d+W-1. Over a user's sorted
-# active days, a gap larger than W starts a new island [s, e], which covers days s .. e+W-1:
-# +1 on day s and -1 on day e+W; the running sum of these events over the days is the count.
-# Everything before the range is folded into its first day.
+# active days, a gap larger than W ends an island [s, e], which covers days s .. e+W-1: +1 on
+# day s and -1 on day e+W. One pass marks island starts and ends for every W; the events are
+# summed per day, and their running sum over the days is the count. Events before the range
+# are folded into its first day.
 _WINDOWS_SQL = """
 WITH ud AS (
   SELECT DISTINCT user_id, day FROM session_hours WHERE day BETWEEN :lo AND :b
 ), gaps AS (
-  SELECT user_id, day, day - LAG(day) OVER (PARTITION BY user_id ORDER BY day) AS gap FROM ud
-), runs AS (
-  SELECT user_id, day, {run_columns}
-  FROM gaps WINDOW byuser AS (PARTITION BY user_id ORDER BY day ROWS UNBOUNDED PRECEDING)
-), islands AS (
-  {islands}
+  SELECT day, day - LAG(day) OVER byuser AS before, LEAD(day) OVER byuser - day AS after
+  FROM ud WINDOW byuser AS (PARTITION BY user_id ORDER BY day)
+), per_day AS (
+  SELECT day, {flag_sums} FROM gaps GROUP BY day
 ), events AS (
-  SELECT w, CASE WHEN s < :a THEN :a ELSE s END AS day, 1 AS delta FROM islands
-  UNION ALL
-  SELECT w, CASE WHEN e + w < :a THEN :a ELSE e + w END, -1 FROM islands WHERE e + w <= :b
+  {events}
   UNION ALL
   SELECT ws.w, c.day, 0 FROM calendar c CROSS JOIN ({window_values}) ws WHERE c.day BETWEEN :a AND :b
-), per_day AS (
-  SELECT w, day, SUM(delta) AS delta FROM events GROUP BY w, day
+), clipped AS (
+  SELECT w, CASE WHEN day < :a THEN :a ELSE day END AS day, SUM(delta) AS delta FROM events
+  WHERE day <= :b GROUP BY w, CASE WHEN day < :a THEN :a ELSE day END
 )
-SELECT w, day, SUM(delta) OVER (PARTITION BY w ORDER BY day ROWS UNBOUNDED PRECEDING) FROM per_day
+SELECT w, day, SUM(delta) OVER (PARTITION BY w ORDER BY day ROWS UNBOUNDED PRECEDING) FROM clipped
 """.format(
-    run_columns=", ".join(f"SUM(CASE WHEN gap <= {w} THEN 0 ELSE 1 END) OVER byuser AS r{w}" for w in WINDOWS),
-    islands="\n  UNION ALL\n  ".join(f"SELECT {w} AS w, MIN(day) AS s, MAX(day) AS e FROM runs GROUP BY user_id, r{w}" for w in WINDOWS),
+    flag_sums=", ".join(
+        f"SUM(CASE WHEN {edge} IS NULL OR {edge} > {w} THEN 1 ELSE 0 END) AS {name}{w}"
+        for w in WINDOWS for edge, name in (("before", "s"), ("after", "e"))
+    ),
+    events="\n  UNION ALL\n  ".join(
+        f"SELECT {w} AS w, day, s{w} AS delta FROM per_day UNION ALL SELECT {w}, day + {w}, -e{w} FROM per_day"
+        for w in WINDOWS
+    ),
     window_values=" UNION ALL ".join(f"SELECT {w} AS w" for w in WINDOWS),
 )
 
@@ -121,8 +125,10 @@ WITH ud AS (
   SELECT f.day FROM firsts f
   WHERE NOT EXISTS (SELECT 1 FROM session_hours p WHERE p.user_id = f.user_id AND p.day < :a)
 ), active AS (
-  SELECT {bucket} AS bucket, COUNT(DISTINCT ud.user_id) AS users, COUNT(*) AS user_days
-  FROM ud JOIN calendar c ON c.day = ud.day GROUP BY {bucket}
+  SELECT bucket, COUNT(*) AS users, SUM(days) AS user_days FROM (
+    SELECT {bucket} AS bucket, ud.user_id, COUNT(*) AS days FROM ud JOIN calendar c ON c.day = ud.day
+    GROUP BY {bucket}, ud.user_id
+  ) per_user GROUP BY bucket
 ), new AS (
   SELECT {bucket} AS bucket, COUNT(*) AS users FROM fresh JOIN calendar c ON c.day = fresh.day GROUP BY {bucket}
 )
@@ -169,19 +175,18 @@ def active_days_per_user(q: Query) -> Series:
 
 def _started_in_range(q: Query) -> str:
     """Sessions started in the range with the bucket of their local start day."""
-    return (
-        f"SELECT {q.bucket} AS bucket, s.user_id, s.ended - s.started AS duration"
-        f" FROM (SELECT user_id, started, ended, {local_day(q, 'started')} AS day FROM sessions"
-        f"       WHERE started >= :t0 AND started < :t1) s"
-        f" JOIN calendar c ON c.day = s.day"
-    )
+    return started_in_range(q, "sessions", "user_id, ended - started AS duration")
 
 
 def _session_counts(q: Query) -> dict[str, tuple[int, int]]:
     """{bucket: (sessions started, distinct users who started them)}."""
 
     def run() -> dict[str, tuple[int, int]]:
-        sql = f"SELECT bucket, COUNT(*), COUNT(DISTINCT user_id) FROM ({_started_in_range(q)}) x GROUP BY bucket"
+        sql = (
+            f"SELECT bucket, SUM(n), COUNT(*) FROM"
+            f" (SELECT bucket, user_id, COUNT(*) AS n FROM ({_started_in_range(q)}) x GROUP BY bucket, user_id) per_user"
+            f" GROUP BY bucket"
+        )
         return {b: (int(n), int(u)) for b, n, u in q.conn.execute(sa.text(sql), {**q.params, **epoch_bounds(q)})}
 
     return q.once("sessions", run)

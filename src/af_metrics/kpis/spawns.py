@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from af_metrics.kpis.registry import Query, Series, register
-from af_metrics.kpis.sql import epoch_bounds, histogram_quantile, local_day, nearest_rank
+from af_metrics.kpis.sql import epoch_bounds, histogram_quantile, nearest_rank, started_in_range
 from af_metrics.ledger.schema import INF_LE
 
 FROM_HISTOGRAM = "from the hub's spawn-duration histogram"
@@ -29,12 +29,7 @@ def _has_histogram(q: Query) -> bool:
 
 def _spawn_records(q: Query, where: str) -> str:
     """Spawn attempts started in the range matching ``where``, with their bucket."""
-    return (
-        f"SELECT {q.bucket} AS bucket, s.outcome, s.duration"
-        f" FROM (SELECT outcome, duration, {local_day(q, 'started')} AS day FROM spawns"
-        f"       WHERE started >= :t0 AND started < :t1 AND {where}) s"
-        f" JOIN calendar c ON c.day = s.day"
-    )
+    return started_in_range(q, "spawns", "outcome, duration", where)
 
 
 @register("spawn_success_rate", title="Spawn success rate", unit="ratio",

@@ -26,6 +26,19 @@ def epoch_bounds(q: Query) -> dict[str, float]:
     return {"t0": day_start(q.period.first, q.tz), "t1": day_start(q.period.last + 1, q.tz)}
 
 
+def started_in_range(q: Query, table: str, columns: str, where: str = "1 = 1") -> str:
+    """SQL for ``columns`` of the ``table`` rows whose ``started`` is in the range, with the
+    ``bucket`` of their local start day (no day arithmetic when the range is one bucket)."""
+    if q.by == "range":
+        return f"SELECT {q.bucket} AS bucket, {columns} FROM {table} WHERE started >= :t0 AND started < :t1 AND {where}"
+    return (
+        f"SELECT {q.bucket} AS bucket, s.* FROM"
+        f" (SELECT {columns}, {local_day(q, 'started')} AS day FROM {table}"
+        f"  WHERE started >= :t0 AND started < :t1 AND {where}) s"
+        f" JOIN calendar c ON c.day = s.day"
+    )
+
+
 def local_day(q: Query, column: str) -> str:
     """SQL for the local day ordinal of epoch ``column`` (valid for times within the range)."""
     bounds = epoch_bounds(q)
@@ -63,12 +76,13 @@ def _offset_spans(tz: str, t0: float, t1: float) -> list[tuple[float, int]]:
 
 def nearest_rank(values_sql: str, percentiles: Sequence[int]) -> str:
     """SQL giving ``bucket, p<P>...`` from a query of ``bucket, v`` rows (NULL ``v`` ignored)."""
-    picks = ", ".join(f"MAX(CASE WHEN rn = ({p} * n + 99) / 100 THEN v END) AS p{p}" for p in percentiles)
+    ranks = [f"({p} * n + 99) / 100" for p in percentiles]
+    picks = ", ".join(f"MAX(CASE WHEN rn = {rank} THEN v END) AS p{p}" for p, rank in zip(percentiles, ranks))
     return (
         f"SELECT bucket, {picks} FROM ("
         f" SELECT bucket, v, ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY v) AS rn,"
         f" COUNT(*) OVER (PARTITION BY bucket) AS n FROM ({values_sql}) vals WHERE v IS NOT NULL"
-        f") ranked GROUP BY bucket"
+        f") ranked WHERE rn IN ({', '.join(ranks)}) GROUP BY bucket"
     )
 
 

@@ -51,6 +51,8 @@ sessions = Table(
 )
 Index("ix_sessions_open", sessions.c.ended)
 Index("ix_sessions_started", sessions.c.started)
+# covers the session KPIs (counts, durations, profiles by start time) without table lookups
+Index("ix_sessions_started_cover", sessions.c.started, sessions.c.user_id, sessions.c.ended, sessions.c.profile)
 
 spawns = Table(
     "spawns",
@@ -67,6 +69,7 @@ spawns = Table(
     UniqueConstraint("user_id", "server", "started", name="uq_spawns_key"),
 )
 Index("ix_spawns_started", spawns.c.started)
+Index("ix_spawns_started_cover", spawns.c.started, spawns.c.outcome, spawns.c.duration)  # spawn KPIs
 
 session_hours = Table(
     "session_hours",
@@ -80,6 +83,7 @@ session_hours = Table(
 )
 Index("ix_session_hours_day_user", session_hours.c.day, session_hours.c.user_id)
 Index("ix_session_hours_user_day", session_hours.c.user_id, session_hours.c.day)
+Index("ix_session_hours_day_how", session_hours.c.day, session_hours.c.how, session_hours.c.seconds)  # hour of week
 
 spawn_buckets = Table(
     "spawn_buckets",

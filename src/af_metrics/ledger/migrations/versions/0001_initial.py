@@ -42,6 +42,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_sessions_open", "sessions", ["ended"])
     op.create_index("ix_sessions_started", "sessions", ["started"])
+    op.create_index("ix_sessions_started_cover", "sessions", ["started", "user_id", "ended", "profile"])
     op.create_table(
         "spawns",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -56,6 +57,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", "server", "started", name="uq_spawns_key"),
     )
     op.create_index("ix_spawns_started", "spawns", ["started"])
+    op.create_index("ix_spawns_started_cover", "spawns", ["started", "outcome", "duration"])
     op.create_table(
         "session_hours",
         sa.Column("session_id", sa.Integer, sa.ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
@@ -67,6 +69,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_session_hours_day_user", "session_hours", ["day", "user_id"])
     op.create_index("ix_session_hours_user_day", "session_hours", ["user_id", "day"])
+    op.create_index("ix_session_hours_day_how", "session_hours", ["day", "how", "seconds"])
     op.create_table(
         "spawn_buckets",
         sa.Column("observed_at", sa.Float, primary_key=True),
