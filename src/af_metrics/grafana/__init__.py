@@ -1,0 +1,1 @@
+"""Grafana dashboards and provisioning built from code (``af-metrics grafana``)."""
