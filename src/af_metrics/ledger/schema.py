@@ -44,7 +44,7 @@ sessions = Table(
     Column("ended", Float),  # NULL while running
     Column("last_activity", Float),
     Column("last_seen", Float, nullable=False),  # last time a source saw it running
-    Column("end_reason", String(32)),  # stopped | vanished | replaced | imported | simulated
+    Column("end_reason", String(32)),  # stopped | vanished | replaced, or the source (import, simulate) for history
     Column("source", String(32), nullable=False),
     Column("hours_until", Float),  # session_hours is materialised up to this time
     UniqueConstraint("user_id", "server", "started", name="uq_sessions_key"),
@@ -271,12 +271,13 @@ batch_jobs = Table(
     Column("request_gpus", Float, nullable=False),
     Column("started", Float),
     Column("ended", Float),
+    Column("end_day", Integer),  # local day of ``ended`` (jobs are counted on the day they end)
     Column("wall_seconds", Float, nullable=False),
     Column("cpu_seconds", Float, nullable=False),  # user + system
     Column("memory_usage", Float),  # MiB, peak
     Column("updated", Float, nullable=False),
 )
-Index("ix_batch_jobs_ended", batch_jobs.c.ended)
+Index("ix_batch_jobs_end_day", batch_jobs.c.end_day)
 Index("ix_batch_jobs_pod", batch_jobs.c.pod)
 
 batch_job_days = Table(
