@@ -16,7 +16,7 @@ from distributed import Client, LocalCluster
 if __name__ == "__main__":
     workers, threads, processes = (int(a) for a in sys.argv[1:4])
     cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=threads, processes=bool(processes), host="127.0.0.1",
+        n_workers=workers, threads_per_worker=threads, processes=bool(processes), host="127.0.0.1", protocol="tcp://",
         scheduler_port=0, dashboard_address="127.0.0.1:0",
     )
     with Client(cluster) as client:

@@ -140,16 +140,13 @@ async def scrape(client: httpx.AsyncClient, base_url: str, limits: ScrapeLimits)
     base = base_url.rstrip("/")
     try:
         async with asyncio.timeout(limits.timeout):
-            metrics = await _read(client, f"{base}/metrics", limits.body_max, limits.lines_max)
-            counts = await _read(client, f"{base}/json/counts.json", COUNTS_MAX, None)
+            figures = parse_metrics(await _read(client, f"{base}/metrics", limits.body_max, limits.lines_max))
+            workers, threads, memory = parse_counts(await _read(client, f"{base}/json/counts.json", COUNTS_MAX, None))
             observed = time.time()
     except TimeoutError:
         raise ScrapeError(f"{base} did not answer within {limits.timeout:g} s") from None
     except httpx.HTTPError as exc:
         raise ScrapeError(f"cannot read {base}: {exc.__class__.__name__}: {str(exc)[:120]}") from None
-    figures = parse_metrics(metrics)
-    del metrics
-    workers, threads, memory = parse_counts(counts)
     return SchedulerSample(
         observed_at=observed,
         workers=workers,
