@@ -75,16 +75,17 @@ def config(out_dir: Path | None, hub_job: str, af_metrics_job: str, **opts: Any)
 
 
 @prometheus.command("rules")
+@click.option("--interval", default="1m", show_default=True, help="How often Prometheus evaluates the rules.")
 @jobs_options
 @out_option
-def rules(out_dir: Path | None, hub_job: str, af_metrics_job: str) -> None:
+def rules(out_dir: Path | None, hub_job: str, af_metrics_job: str, interval: str) -> None:
     """Recording and alerting rules (each alert with its runbook)."""
     from af_metrics.promconfig.rules import recording_rules, rule_groups
 
     header = GENERATED.format("prometheus rules") + "\n\nRecorded series:\n" + "\n".join(
         f"  {rec.record}: {rec.help}" for rec in recording_rules()
     )
-    _emit(dump(rule_groups(_jobs(hub_job, af_metrics_job)), header), out_dir, RULES_FILE)
+    _emit(dump(rule_groups(_jobs(hub_job, af_metrics_job), interval), header), out_dir, RULES_FILE)
 
 
 @prometheus.command("rules-tests")

@@ -97,9 +97,13 @@ def overview() -> dashboard.Dashboard:
         .with_panel(
             timeseries_panel(
                 "Spawns by outcome",
-                "Spawn attempts per second, by the hub's status (failure, throttled, too_many_users are refused).",
+                "Spawn attempts per second, by the hub's status and reason (error: the spawner failed; "
+                "failure: refused, e.g. throttled; already-pending: a repeated click, no new attempt).",
                 "ops",
-                query(f"sum by (status) (rate(jupyterhub_server_spawn_duration_seconds_count[{RATE}]))", "{{status}}"),
+                query(
+                    f"sum by (status, reason) (rate(jupyterhub_server_spawn_duration_seconds_count[{RATE}]))",
+                    "{{status}} {{reason}}",
+                ),
                 width=8,
                 stacked=True,
             )

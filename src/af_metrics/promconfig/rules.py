@@ -18,8 +18,11 @@ REQUEST_WINDOW = "5m"
 TASK_WINDOW = "10m"
 # Task counters are af-metrics' per-user totals: they outlive clusters that run for minutes,
 # whose own counters would vanish before increase() saw them grow.
-REFUSED_SPAWN = 'status=~"failure|throttled|too_many_users"'
-ATTEMPTED_SPAWN = 'status!="already_pending"'  # a second click while a spawn is pending is no attempt
+# A second click while a spawn is pending is no attempt. JupyterHub >= 5 labels it
+# status="failure", reason="already-pending" (errors are status="error", rejections "failure");
+# older hubs label it status="already-pending". Both are left out.
+ATTEMPTED_SPAWN = 'status!="already-pending",reason!="already-pending"'
+REFUSED_SPAWN = f'status!="success",{ATTEMPTED_SPAWN}'  # failed, or refused (throttled, too many users)
 STREAMING_HANDLERS = 'handler!~".*ProgressAPIHandler"'  # event streams stay open while a spawn runs
 
 CORE_HOURS = "user:af_core_hours:increase1h"
@@ -106,7 +109,7 @@ def alerting_rules(jobs: Jobs = Jobs()) -> list[Alert]:
             "1. In the hub log, find 'Failed to spawn' / 'Spawn timeout' lines and the users they name.\n"
             "2. Kubernetes: kubectl get events -n <hub namespace> --sort-by=.lastTimestamp for image pull "
             "errors, unschedulable pods (cluster full, quota) or failing volume mounts.\n"
-            "3. 'throttled' / 'too_many_users': raise c.JupyterHub.concurrent_spawn_limit / active_server_limit "
+            "3. reason 'throttled' / 'too-many-users': raise c.JupyterHub.concurrent_spawn_limit / active_server_limit "
             "or add capacity.\n"
             "4. 'af-metrics kpi spawn_success_rate' shows since when; failures of one profile only point to "
             "that image or node pool.",

@@ -87,11 +87,12 @@ def cases(jobs: Jobs = Jobs()) -> list[Case]:
             # per second: 1 failure, 10 successes, 5 clicks while pending (no attempts): 1 in 11 failed
             "spawns: one in eleven fails, p95 is 45 s",
             {
-                f'{SPAWN}_count{{{hub},status="failure",reason="error"}}': _grows(1),
-                f'{SPAWN}_count{{{hub},status="already_pending",reason="none"}}': _grows(5),
+                f'{SPAWN}_count{{{hub},status="error",reason=""}}': _grows(1),
+                f'{SPAWN}_count{{{hub},status="failure",reason="already-pending"}}': _grows(4),
+                f'{SPAWN}_count{{{hub},status="already-pending"}}': _grows(1),  # JupyterHub < 5
                 # 10 successful spawns a second: 5 within 10 s, 9 within 30 s, all within 60 s:
                 # the 9.5th of 10 lies half-way between 30 and 60 s
-                **_buckets(SPAWN, f'{hub},status="success",reason="none"', {"10": 5, "30": 9, "60": 10, "+Inf": 10}),
+                **_buckets(SPAWN, f'{hub},status="success",reason=""', {"10": 5, "30": 9, "60": 10, "+Inf": 10}),
             },
             "90m",
             samples={r.SPAWN_FAILURE_RATIO: [("", 1 / 11)], r.SPAWN_P95: [("", 45.0)]},
@@ -100,9 +101,9 @@ def cases(jobs: Jobs = Jobs()) -> list[Case]:
         Case(
             "spawns: many fail",
             {
-                f'{SPAWN}_count{{{hub},status="failure",reason="error"}}': _grows(1),
-                f'{SPAWN}_count{{{hub},status="throttled",reason="none"}}': _grows(1),
-                f'{SPAWN}_count{{{hub},status="success",reason="none"}}': _grows(2),
+                f'{SPAWN}_count{{{hub},status="error",reason="exited"}}': _grows(1),
+                f'{SPAWN}_count{{{hub},status="failure",reason="throttled"}}': _grows(1),
+                f'{SPAWN}_count{{{hub},status="success",reason=""}}': _grows(2),
             },
             "90m",  # a full hour of samples: exact rates
             samples={r.SPAWN_FAILURE_RATIO: [("", 0.5)]},
@@ -111,8 +112,8 @@ def cases(jobs: Jobs = Jobs()) -> list[Case]:
         Case(
             "spawns: the only two attempts failed, too few to alert",
             {
-                f'{SPAWN}_count{{{hub},status="failure",reason="error"}}': "0 1 2x118",
-                f'{SPAWN}_count{{{hub},status="success",reason="none"}}': "0x120",
+                f'{SPAWN}_count{{{hub},status="error",reason=""}}': "0 1 2x118",
+                f'{SPAWN}_count{{{hub},status="success",reason=""}}': "0x120",
             },
             "30m",
             samples={r.SPAWN_FAILURE_RATIO: [("", 1.0)]},
@@ -121,7 +122,7 @@ def cases(jobs: Jobs = Jobs()) -> list[Case]:
         Case(
             # 10 a second: 5 within 60 s, 8 within 120 s, all within 300 s: 120 + 180 * 1.5/2
             "spawns: slow",
-            _buckets(SPAWN, f'{hub},status="success",reason="none"', {"60": 5, "120": 8, "300": 10, "+Inf": 10}),
+            _buckets(SPAWN, f'{hub},status="success",reason=""', {"60": 5, "120": 8, "300": 10, "+Inf": 10}),
             "90m",  # a full hour of samples: exact rates
             samples={r.SPAWN_P95: [("", 255.0)]},
             fires=[Fires("JupyterHubSpawnSlow", value="4m 15s")],
