@@ -32,11 +32,11 @@ def write_kpi(result: dict, fmt: str, out: TextIO | None = None) -> None:
         _write_csv(result["columns"], result["rows"], out)
     else:
         console = Console(file=out)
+        console.print(Text(f"{result['title']}, {result['from']}..{result['to']} ({result['timezone']})", style="bold"))
         if result["name"] == "hour_of_week":
             console.print(heatmap(result))
         else:
-            units = _column_units(result)
-            console.print(_table(f"{result['title']}  {result['from']}..{result['to']} ({result['timezone']})", result["columns"], result["rows"], units))
+            console.print(_table(None, result["columns"], result["rows"], _column_units(result)))
         _print_notes(console, [result["definition"], *result["notes"]])
 
 
@@ -83,17 +83,18 @@ def _long_rows(report: dict) -> Iterable[list[Any]]:
 
 def _print_report(report: dict, console: Console) -> None:
     console.print(Text(f"Facility usage {report['from']}..{report['to']} ({report['timezone']})", style="bold"))
-    headline = Table(box=box.SIMPLE_HEAD, title="Headline", title_justify="left")
+    headline = Table(box=box.SIMPLE_HEAD, title="Headline (means over the days for daily KPIs)", title_justify="left")
     headline.add_column("KPI")
     headline.add_column("value", justify="right")
-    headline.add_column("definition", style="dim", overflow="fold")
+    headline.add_column("name", style="dim")
     notes: list[str] = []
     for item in report["headline"]:
-        headline.add_row(item["title"], human(item["value"], item["unit"]), item["definition"])
+        headline.add_row(item["title"], human(item["value"], item["unit"]), item["name"])
         notes.extend(item["notes"])
     console.print(headline)
     for table in report["tables"]:
         if table["name"] == "hour_of_week":
+            console.print(Text(table["title"], style="italic"))
             console.print(heatmap(table))
         else:
             rows = table["rows"][:TOP_ROWS] if table["name"] != "retention" else table["rows"]
@@ -101,7 +102,7 @@ def _print_report(report: dict, console: Console) -> None:
             title = table["title"] + (f" (top {len(rows)} of {len(table['rows'])})" if more else "")
             console.print(_table(title, table["columns"], rows, _column_units(table)))
         notes.extend(table["notes"])
-    _print_notes(console, notes)
+    _print_notes(console, [*notes, "Definitions: af-metrics kpi --list"])
 
 
 def heatmap(result: dict) -> Text:
@@ -110,7 +111,7 @@ def heatmap(result: dict) -> Text:
     for weekday, _hour, users in result["rows"]:
         cells.setdefault(weekday, []).append(users)
     peak = max((v for row in cells.values() for v in row if v), default=0.0)
-    text = Text(f"{result['title']} (local hours; █ = {human(peak, 'users')} users)\n", style="bold")
+    text = Text(f"local hours; █ = {human(peak, 'users')} users\n", style="dim")
     text.append("    " + "".join(f"{hour:<6d}" for hour in range(0, 24, 3)) + "\n", style="dim")
     for weekday, values in cells.items():
         text.append(f"{weekday} ")
@@ -127,7 +128,7 @@ def _shade(value: float | None, peak: float) -> Text:
     return Text(SHADES[level] * 2, style="cyan")
 
 
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], units: Sequence[str]) -> Table:
+def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], units: Sequence[str]) -> Table:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for i, column in enumerate(columns):
         table.add_column(column, justify="left" if i == 0 else "right")
