@@ -35,6 +35,7 @@ from af_metrics.sessions import Decision, OpenRun
 from af_metrics.timeutil import day_of, hour_floor, hour_slices
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATION_LOCK = 0x61666D6574726963  # PostgreSQL advisory lock key held while migrating ("afmetric")
 
 
 class LedgerError(RuntimeError):
@@ -122,8 +123,26 @@ class Ledger:
     # -- schema ---------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        with self.engine.begin() as conn:
-            command.upgrade(_alembic_config(conn), "head")
+        """All or nothing, one process at a time: a kill mid-way or two first opens at once must
+        not leave a half-made ledger."""
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                # pysqlite commits each DDL statement at once: hold one real transaction instead,
+                # taking the write lock first so that a concurrent migrator waits for us
+                dbapi = conn.connection.driver_connection
+                dbapi.isolation_level = None
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    command.upgrade(_alembic_config(conn), "head")
+                    conn.commit()
+                finally:
+                    if dbapi.in_transaction:
+                        dbapi.rollback()
+                    dbapi.isolation_level = ""
+            else:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+                command.upgrade(_alembic_config(conn), "head")
+                conn.commit()
 
     def version(self) -> str | None:
         with self.engine.connect() as conn:
@@ -204,29 +223,28 @@ class Ledger:
         return open_sessions, pending
 
     def apply(self, decision: Decision, observed_at: float, histogram: SpawnHistogram | None = None, source: str = "hub") -> None:
-        """Write one poll's decision (and hub histogram increase) in a single transaction."""
+        """Write one poll's decision (and hub histogram increase) in a single transaction.
+
+        Statements are batched (one executemany per kind), so a poll of thousands of running
+        servers costs a handful of round trips.
+        """
         with self.begin() as conn:
             ids = self.user_ids(conn, decision.users() | {e.key[0] for e in decision.ended}, observed_at)
-            touched: list[int] = []
-            for seen in decision.seen:
-                touched.append(self._upsert_running(conn, ids[seen.user], seen, source))
-            for end in decision.ended:
-                user, server, started = end.key
-                sid = conn.execute(
+            touched = self._upsert_running(conn, ids, decision.seen, source)
+            if decision.ended:
+                conn.execute(
                     sessions.update()
                     .where(
-                        sessions.c.user_id == ids[user],
-                        sessions.c.server == server,
-                        sessions.c.started == started,
+                        sessions.c.user_id == sa.bindparam("uid"),
+                        sessions.c.server == sa.bindparam("srv"),
+                        sessions.c.started == sa.bindparam("st"),
                         sessions.c.ended.is_(None),
                     )
-                    .values(ended=end.ended, end_reason=end.reason)
-                    .returning(sessions.c.id)
-                ).scalar()
-                if sid is not None:
-                    touched.append(sid)
-            for spawn in decision.spawns:
-                self._upsert_spawn(conn, ids[spawn.user], spawn.server, spawn.profile, spawn.started, spawn.outcome, spawn.finished, spawn.duration, source)
+                    .values(ended=sa.bindparam("end"), end_reason=sa.bindparam("why")),
+                    [{"uid": ids[e.key[0]], "srv": e.key[1], "st": e.key[2], "end": e.ended, "why": e.reason} for e in decision.ended],
+                )
+                touched += self._session_ids(conn, [(ids[e.key[0]], e.key[1], e.key[2]) for e in decision.ended])
+            self._upsert_spawns(conn, ids, decision.spawns, source)
             seen_users = decision.users()
             if seen_users:
                 conn.execute(
@@ -238,16 +256,22 @@ class Ledger:
             if histogram is not None:
                 self._record_histogram(conn, histogram)
 
-    def _upsert_running(self, conn: Connection, uid: int, seen, source: str) -> int:  # noqa: ANN001
-        stmt = self._insert(sessions).values(
-            user_id=uid,
-            server=seen.server,
-            profile=seen.profile,
-            started=seen.started,
-            last_activity=seen.last_activity,
-            last_seen=seen.seen_at,
-            source=source,
-        )
+    def _session_ids(self, conn: Connection, keys: Sequence[tuple[int, str, float]]) -> list[int]:
+        wanted = set(keys)
+        uids = sorted({k[0] for k in keys})
+        found: list[int] = []
+        for chunk in _chunks(uids, 500):
+            rows = conn.execute(
+                sa.select(sessions.c.id, sessions.c.user_id, sessions.c.server, sessions.c.started).where(sessions.c.user_id.in_(chunk))
+            )
+            found += [sid for sid, uid, srv, st in rows if (uid, srv, st) in wanted]
+        return found
+
+    def _upsert_running(self, conn: Connection, ids: dict[str, int], seen: Sequence, source: str) -> list[int]:
+        """Open or extend running sessions; returns their ids."""
+        if not seen:
+            return []
+        stmt = self._insert(sessions)
         stmt = stmt.on_conflict_do_update(
             index_elements=["user_id", "server", "started"],
             set_={
@@ -258,14 +282,20 @@ class Ledger:
                 "end_reason": None,
             },
         ).returning(sessions.c.id)
-        return conn.execute(stmt).scalar_one()
+        params = [
+            {
+                "user_id": ids[s.user], "server": s.server, "profile": s.profile, "started": s.started,
+                "last_activity": s.last_activity, "last_seen": s.seen_at, "source": source,
+            }
+            for s in seen
+        ]
+        return [row[0] for chunk in _chunks(params, 1000) for row in conn.execute(stmt, chunk)]
 
-    def _upsert_spawn(self, conn: Connection, uid: int, server: str, profile: str | None, started: float, outcome: str, finished: float | None, duration: float | None, source: str) -> None:
-        stmt = self._insert(spawns).values(
-            user_id=uid, server=server, profile=profile, started=started, outcome=outcome,
-            finished=finished, duration=duration, source=source,
-        )
-        # a settled outcome is final; pending may become success or failure
+    def _upsert_spawns(self, conn: Connection, ids: dict[str, int], seen: Sequence, source: str) -> None:
+        """Record spawn attempts; a settled outcome is final, a pending one may still settle."""
+        if not seen:
+            return
+        stmt = self._insert(spawns)
         stmt = stmt.on_conflict_do_update(
             index_elements=["user_id", "server", "started"],
             set_={
@@ -276,30 +306,61 @@ class Ledger:
             },
             where=spawns.c.outcome == "pending",
         )
-        conn.execute(stmt)
+        params = [
+            {
+                "user_id": ids[s.user], "server": s.server, "profile": s.profile, "started": s.started,
+                "outcome": s.outcome, "finished": s.finished, "duration": s.duration, "source": source,
+            }
+            for s in seen
+        ]
+        for chunk in _chunks(params, 1000):
+            conn.execute(stmt, chunk)
 
     # -- session hours (the activity index every engagement KPI reads) --------------------
 
     def _materialise(self, conn: Connection, session_ids: Sequence[int]) -> None:
-        """Bring ``session_hours`` up to date for these sessions, from where it stopped."""
+        """Bring ``session_hours`` up to date for these sessions, from the hour where it stopped.
+
+        Rows are upserted, so extending a running session rewrites only its current hour; rows
+        are deleted only when a session ended before what was materialised (closed at its last
+        activity, say).
+        """
         if not session_ids:
             return
-        rows = conn.execute(
-            sa.select(
-                sessions.c.id, sessions.c.user_id, sessions.c.started, sessions.c.ended,
-                sessions.c.last_seen, sessions.c.hours_until,
-            ).where(sessions.c.id.in_(sorted(set(session_ids))))
-        ).all()
-        for sid, uid, started, ended, last_seen, hours_until in rows:
-            until = ended if ended is not None else max(last_seen, started)
-            resume = started if hours_until is None else max(started, hour_floor(min(hours_until, until), self.tz))
+        hours: list[dict] = []
+        trims: list[dict] = []
+        marks: list[dict] = []
+        for chunk in _chunks(sorted(set(session_ids)), 500):
+            rows = conn.execute(
+                sa.select(
+                    sessions.c.id, sessions.c.user_id, sessions.c.started, sessions.c.ended,
+                    sessions.c.last_seen, sessions.c.hours_until,
+                ).where(sessions.c.id.in_(chunk))
+            ).all()
+            for sid, uid, started, ended, last_seen, hours_until in rows:
+                until = ended if ended is not None else max(last_seen, started)
+                resume = started if hours_until is None else max(started, hour_floor(min(hours_until, until), self.tz))
+                if hours_until is not None and until < hours_until:
+                    trims.append({"sid": sid, "from": hour_floor(resume, self.tz)})
+                hours.extend(_hour_rows(sid, uid, resume, until, self.tz))
+                marks.append({"sid": sid, "until": until})
+        if trims:
             conn.execute(
-                session_hours.delete().where(session_hours.c.session_id == sid, session_hours.c.hour_start >= hour_floor(resume, self.tz))
+                session_hours.delete().where(
+                    session_hours.c.session_id == sa.bindparam("sid"), session_hours.c.hour_start >= sa.bindparam("from")
+                ),
+                trims,
             )
-            hours = list(_hour_rows(sid, uid, resume, until, self.tz))
-            if hours:
-                conn.execute(session_hours.insert(), hours)
-            conn.execute(sessions.update().where(sessions.c.id == sid).values(hours_until=until))
+        if hours:
+            stmt = self._insert(session_hours)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["session_id", "hour_start"], set_={"seconds": stmt.excluded.seconds}
+            )
+            for chunk in _chunks(hours, 2000):
+                conn.execute(stmt, chunk)
+        conn.execute(
+            sessions.update().where(sessions.c.id == sa.bindparam("sid")).values(hours_until=sa.bindparam("until")), marks
+        )
 
     # -- bulk history (import, simulate) --------------------------------------------------
 
