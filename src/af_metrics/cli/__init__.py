@@ -8,7 +8,7 @@ import sys
 import click
 
 from af_metrics import __version__
-from af_metrics.cli import demo, history, kpi, monitoring, serve
+from af_metrics.cli import accounting, demo, history, kpi, monitoring, serve
 from af_metrics.cli.common import main_options
 
 
@@ -25,7 +25,7 @@ def cli() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-for module in (serve, kpi, history, demo, monitoring):
+for module in (serve, kpi, history, demo, monitoring, accounting):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -30,12 +30,13 @@ def upgrade() -> None:
         sa.Column("request_gpus", sa.Float, nullable=False),
         sa.Column("started", sa.Float),
         sa.Column("ended", sa.Float),
+        sa.Column("end_day", sa.Integer),
         sa.Column("wall_seconds", sa.Float, nullable=False),
         sa.Column("cpu_seconds", sa.Float, nullable=False),
         sa.Column("memory_usage", sa.Float),
         sa.Column("updated", sa.Float, nullable=False),
     )
-    op.create_index("ix_batch_jobs_ended", "batch_jobs", ["ended"])
+    op.create_index("ix_batch_jobs_end_day", "batch_jobs", ["end_day"])
     op.create_index("ix_batch_jobs_pod", "batch_jobs", ["pod"])
     op.create_table(
         "batch_job_days",

@@ -1,0 +1,208 @@
+"""``af-metrics accounting``: ingest HTCondor and Kubernetes usage, per-user totals, usage records."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from af_metrics.accounting.ingest import ingest_history, ingest_pods, ingest_schedd, pods_reader, pods_resume_point
+from af_metrics.accounting.records import PseudonymKeyError, read_key, records, write_records
+from af_metrics.accounting.totals import usage_totals
+from af_metrics.cli.common import open_ledger, settings
+from af_metrics.cli.history import _progress
+from af_metrics.kpis.periods import BY_CHOICES, PeriodError, parse_period, resolve
+from af_metrics.sources.htcondor import HistoryError, Schedd
+from af_metrics.sources.kubernetes import HOUR, PrometheusError, hours_between
+from af_metrics.timeutil import iso, parse_timestamp
+
+PROGRESS_FROM_BYTES = 1_000_000
+
+
+@click.group("accounting")
+def accounting() -> None:
+    """HTCondor and Kubernetes usage per hub user; usage records (docs/accounting.md)."""
+
+
+@accounting.command("ingest-history")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--schedd", "from_schedd", is_flag=True, help="Read the schedd's history and queue through the bindings instead.")
+@click.option("--queue", is_flag=True, help="FILE is condor_q output: jobs counted up to their ServerTime (or now), not settled.")
+@click.pass_context
+def ingest_history_command(ctx: click.Context, file: str | None, from_schedd: bool, queue: bool) -> None:
+    """Ingest HTCondor jobs from FILE (condor_history -long or -json output, or a schedd history file) or --schedd.
+
+    Idempotent by GlobalJobId: a job that left the queue is settled once and never changes;
+    a job still in the queue is counted up to now and replaced by later reads. One
+    transaction: a record that cannot be read stops the run and nothing is written.
+    """
+    if (file is None) == (not from_schedd):
+        raise click.UsageError("give a history FILE or --schedd (one of them)")
+    cfg = settings(ctx)
+    ledger = open_ledger(cfg)
+    rules = cfg.accounting.rules
+    now = time.time()
+    try:
+        if from_schedd:
+            stats = ingest_schedd(ledger, Schedd(cfg.accounting.schedd, cfg.accounting.pool), rules, now)
+            source = f"schedd {cfg.accounting.schedd or '(local)'}"
+        else:
+            stats = _ingest_file(ledger, file, rules, now, queue)
+            source = "stdin" if file == "-" else file
+    except HistoryError as exc:
+        raise click.ClickException(f"{file or 'schedd'}: {exc}") from None
+    click.echo(
+        f"{source}: {stats.read} records, {stats.written} jobs written, {stats.unchanged} already settled,"
+        f" {stats.unattributed} unattributed"
+    )
+
+
+def _ingest_file(ledger, file: str, rules, now: float, queue: bool):  # noqa: ANN001, ANN202 - CLI plumbing
+    if file == "-":
+        return ingest_history(ledger, sys.stdin, rules, now, queue=queue)
+    try:
+        size = os.path.getsize(file)
+        with open(file, encoding="utf-8", errors="replace") as stream, _progress(f"reading {file}", size, show=size >= PROGRESS_FROM_BYTES) as advance:
+            last = 0
+
+            def step(_: int) -> None:  # progress in bytes read, after each batch of jobs
+                nonlocal last
+                pos = stream.buffer.tell()
+                advance(pos - last)
+                last = pos
+
+            return ingest_history(ledger, stream, rules, now, queue=queue, advance=step)
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {file}: {exc.strerror}") from None
+
+
+@accounting.command("ingest-pods")
+@click.option("--prometheus", "url", metavar="URL", help="Prometheus base URL [accounting.prometheus_url].")
+@click.option("--from", "from_", metavar="TIME", help="ISO 8601 start (default: where the last run stopped, else 24 h ago).")
+@click.option("--to", "to", metavar="TIME", help="ISO 8601 end (default: now); only whole hours are read.")
+@click.pass_context
+def ingest_pods_command(ctx: click.Context, url: str | None, from_: str | None, to: str | None) -> None:
+    """Ingest pods' CPU, memory and GPU requests and use, hour by hour, from Prometheus.
+
+    Needs kube-state-metrics and cAdvisor series (the z2jh + kube-prometheus-stack setup).
+    Each hour is committed on its own; an interrupted run continues where it stopped.
+    """
+    cfg = settings(ctx)
+    url = url or cfg.accounting.prometheus_url
+    if not url:
+        raise click.UsageError("no Prometheus: give --prometheus URL or set accounting.prometheus_url")
+    ledger = open_ledger(cfg)
+    now = time.time()
+    try:
+        end = parse_timestamp(to) if to else now
+        start = parse_timestamp(from_) if from_ else (pods_resume_point(ledger) or end - 24 * HOUR)
+    except ValueError as exc:
+        raise click.ClickException(f"bad time: {exc}") from None
+    hours = list(hours_between(start, min(end, now), cfg.timezone))
+    cap = cfg.accounting.backfill_hours_max
+    reader = pods_reader(cfg.accounting, url)
+    try:
+        with _progress("reading pod hours", min(len(hours), cap), show=len(hours) > 1, counted=True) as advance:
+            stats = ingest_pods(ledger, reader, cfg.accounting, hours[:cap], now, advance)
+    except PrometheusError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        reader.close()
+    click.echo(f"{stats.hours} hours, {stats.pod_hours} pod-hours, {stats.unattributed} unattributed pod-hours")
+    if len(hours) > cap:
+        click.echo(f"stopped after {cap} hours (accounting.backfill_hours_max) at {iso(hours[cap], cfg.timezone)}: run again to continue")
+
+
+@accounting.command("totals")
+@click.option("--period", metavar="P", help="2026-10, 2026Q3, 2026-01-01..2026-03-31 ... (instead of --from/--to).")
+@click.option("--from", "from_", metavar="YYYY-MM-DD", help="First day (default: 29 days before --to).")
+@click.option("--to", "to", metavar="YYYY-MM-DD", help="Last day, included (default: today).")
+@click.option("--by", type=click.Choice(BY_CHOICES), default="month", show_default=True, help="Bucket.")
+@click.option("--by-group", is_flag=True, help="One row per accounting group (pods: their namespace) too.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.pass_context
+def totals_command(ctx: click.Context, period: str | None, from_: str | None, to: str | None, by: str, by_group: bool, fmt: str) -> None:
+    """Per-user totals: core-hours (pods + batch, each core once), CPU efficiency, GPU- and memory-hours.
+
+    Dask schedulers' core-hours are shown beside the total, never added to it (their workers
+    are batch jobs or pods already). The unattributed remainder is the row without a user.
+    """
+    cfg = settings(ctx)
+    ledger = open_ledger(cfg)
+    try:
+        span = resolve(from_, to, period, cfg.timezone)
+    except PeriodError as exc:
+        raise click.ClickException(str(exc)) from None
+    with ledger.engine.connect() as conn:
+        rows = [t.hours() for t in usage_totals(conn, span, by, by_group)]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=1))
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["period"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        _table(rows, by_group)
+
+
+def _table(rows: list[dict], by_group: bool) -> None:
+    columns = ["period", "user", *(["group"] if by_group else []), "core_hours", "notebook_core_hours", "pod_core_hours",
+               "batch_core_hours", "batch_cpu_efficiency", "batch_jobs", "dask_core_hours", "gpu_hours", "memory_gib_hours"]
+    table = Table(*columns)
+    for r in rows:
+        table.add_row(*(_cell(c, r[c]) for c in columns))
+    Console().print(table)
+
+
+def _cell(column: str, value: object) -> str:
+    if value is None:
+        return "(unattributed)" if column == "user" else "-"
+    if isinstance(value, float):
+        return f"{value:.1%}" if column == "batch_cpu_efficiency" else f"{value:,.2f}"
+    return str(value)
+
+
+@accounting.command("export")
+@click.option("--period", required=True, metavar="P", help="Period of the records: 2026-10, 2026Q3, 2026 ...")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--pseudonymize", is_flag=True, help="Replace user names by a keyed hash (needs --key-file).")
+@click.option("--key-file", type=click.Path(dir_okay=False), help="Secret key for --pseudonymize (at least 16 bytes).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
+@click.pass_context
+def export_command(ctx: click.Context, period: str, fmt: str, pseudonymize: bool, key_file: str | None, output: str | None) -> None:
+    """Usage records of a period, per user (or pseudonym) and group, close to APEL/GRACC summaries.
+
+    One record per infrastructure (htcondor, kubernetes), VO, group and user, with wall,
+    core and CPU hours and job counts; the unattributed remainder is a record with an empty
+    user. Record format: docs/accounting.md.
+    """
+    if pseudonymize != bool(key_file):
+        raise click.UsageError("--pseudonymize and --key-file go together")
+    cfg = settings(ctx)
+    try:
+        span = parse_period(period)
+        key = read_key(key_file) if key_file else None
+    except (PeriodError, PseudonymKeyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    ledger = open_ledger(cfg)
+    with ledger.engine.connect() as conn:
+        totals = usage_totals(conn, span, "range", by_group=True)
+    rows = list(records(totals, site=cfg.accounting.site, vo=cfg.accounting.vo, label=period.strip(), period=span, tz=cfg.timezone, key=key))
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8", newline="") as out:
+                write_records(rows, out, fmt, time.time())
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+        click.echo(f"{output}: {len(rows)} records", err=True)
+    else:
+        write_records(rows, sys.stdout, fmt, time.time())
+
+
+COMMANDS = [accounting]
