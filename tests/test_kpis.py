@@ -263,7 +263,7 @@ def test_bad_input_is_a_kpi_error(ledger: Ledger) -> None:
         ("2026-10", "2026-10-01", "2026-10-31"), ("2024-02", "2024-02-01", "2024-02-29"),
         ("2026", "2026-01-01", "2026-12-31"), ("2026-W05", "2026-01-26", "2026-02-01"),
         ("2026-W53", "2026-12-28", "2027-01-03"), ("2026-01-31", "2026-01-31", "2026-01-31"),
-        ("2026-01-01..2026-03-31", "2026-01-01", "2026-03-31"),
+        ("2026-01-01..2026-03-31", "2026-01-01", "2026-03-31"), ("2026-01..2026-W10", "2026-01-01", "2026-03-08"),
     ],
 )
 def test_parse_period(text: str, first: str, last: str) -> None:
@@ -271,7 +271,7 @@ def test_parse_period(text: str, first: str, last: str) -> None:
     assert period.label == f"{first}..{last}"
 
 
-@pytest.mark.parametrize("text", ["2025-W53", "2026Q5", "2026-00", "26", "last week", "2026-01-31..2026-01-01", "1999"])
+@pytest.mark.parametrize("text", ["2025-W53", "2026Q5", "2026-00", "26", "last week", "2026-01-31..2026-01-01", "1999", "2026..", "2026..2027..2028"])
 def test_bad_periods(text: str) -> None:
     with pytest.raises(PeriodError):
         parse_period(text)

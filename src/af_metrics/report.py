@@ -71,14 +71,23 @@ def _long_rows(report: dict) -> Iterable[list[Any]]:
     for item in report["headline"]:
         yield ["headline", item["name"], "value", item["value"]]
     for table in report["tables"]:
-        key, *value_columns = table["columns"]
         if table["name"] == "hour_of_week":  # weekday, hour -> one row per weekday-hour
             for weekday, hour, users in table["rows"]:
                 yield [table["name"], f"{weekday} {hour:02d}", "users", users]
             continue
+        keys = _label_columns(table["rows"])  # e.g. cohort; or period and user
         for row in table["rows"]:
-            for column, value in zip(value_columns, row[1:]):
-                yield [table["name"], row[0], column, value]
+            label = " ".join(str(v) for v in row[:keys])
+            for column, value in zip(table["columns"][keys:], row[keys:]):
+                yield [table["name"], label, column, value]
+
+
+def _label_columns(rows: Sequence[Sequence[Any]]) -> int:
+    """How many leading columns hold text labels (at least one)."""
+    width = 1
+    while rows and width < len(rows[0]) - 1 and all(isinstance(r[width], str) for r in rows):
+        width += 1
+    return width
 
 
 def _print_report(report: dict, console: Console) -> None:
@@ -142,7 +151,7 @@ def _column_units(result: dict) -> list[str]:
     columns = result["columns"]
     if result["name"] == "retention":
         return ["", "users"] + ["share"] * (len(columns) - 2)
-    return [""] + [result["unit"] if c not in ("users", "sessions") else c for c in columns[1:]]
+    return [""] + [c if c in ("users", "sessions") else "ratio" if c.endswith("_rate") else result["unit"] for c in columns[1:]]
 
 
 def human(value: Any, unit: str) -> str:

@@ -2,7 +2,7 @@
 
 A period is an inclusive range of local days. ``--period`` accepts a day ``2026-01-31``, an ISO
 week ``2026-W05``, a month ``2026-10``, a quarter ``2026Q3`` (or ``2026-Q3``), a year ``2026``,
-or a range ``2026-01-01..2026-03-31``. Without any, the range is the last 30 days up to today.
+or a range ``2026-01-01..2026-03-31`` (either end may be any of these: ``2026-01..2026-03``). Without any, the range is the last 30 days up to today.
 Buckets (``--by``) are calendar days, ISO weeks, months, quarters or years, clipped to the range;
 ``range`` makes the whole range a single bucket.
 """
@@ -74,9 +74,12 @@ _YEAR = re.compile(r"\d{4}")
 def parse_period(text: str) -> Period:
     """A ``--period`` value as a range of days."""
     spec = text.strip().upper()
-    if ".." in spec:
+    if ".." in spec:  # from the start of one period to the end of another: 2026-01..2026-03-15
         lo, _, hi = spec.partition("..")
-        return _checked(parse_date(lo, "period start"), parse_date(hi, "period end"))
+        if ".." in hi or not lo or not hi:
+            raise PeriodError(f"bad period {text!r}: use START..END, e.g. 2026-01-01..2026-03-31")
+        first, last = parse_period(lo).first, parse_period(hi).last
+        return _checked(dt.date.fromordinal(first), dt.date.fromordinal(last))
     if m := _WEEK.fullmatch(spec):
         try:
             monday = dt.date.fromisocalendar(int(m[1]), int(m[2]), 1)
