@@ -243,6 +243,17 @@ def test_period_report_holds_every_kpi(ledger: Ledger) -> None:
     assert tables["retention"]["rows"] == [["2026-02", 1, 1.0]]
 
 
+def test_docs_define_every_engagement_and_spawn_kpi() -> None:
+    from pathlib import Path
+
+    from af_metrics.kpis.registry import REGISTRY
+
+    doc = (Path(__file__).parents[1] / "docs" / "kpis.md").read_text()
+    mine = [k.name for k in REGISTRY.values() if k.compute.__module__.endswith((".engagement", ".spawns"))]
+    assert len(mine) == 19
+    assert [name for name in mine if f"`{name}`" not in doc] == []
+
+
 def test_bad_input_is_a_kpi_error(ledger: Ledger) -> None:
     with pytest.raises(KPIError) as err:
         compute_kpi(ledger, "nonsense")
