@@ -41,7 +41,6 @@ def hub_env(facility: LocalFacility, ledger_url: str, token: str | None = None, 
         AF_METRICS_HUB_URL=facility.hub_url,
         AF_METRICS_HUB_API_TOKEN=facility.af_token if token is None else token,
         AF_METRICS_LEDGER=ledger_url,
-        AF_METRICS_CONFIG=os.devnull,  # no user config file
     )
     env.update({f"AF_METRICS_{k.upper()}": str(v) for k, v in settings.items()})
     return env
@@ -63,6 +62,12 @@ class AfProcess:
                 [sys.executable, "-m", "af_metrics", *args], env=env, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
+
+    def running(self) -> bool:
+        """True while it runs; an AssertionError with its log if it exited."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"af-metrics exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+        return True
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -105,8 +110,7 @@ class ServeProcess(AfProcess):
         }
 
     def metrics_text(self) -> str | None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"af-metrics serve exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+        self.running()
         try:
             resp = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5)
         except httpx.HTTPError:
@@ -154,9 +158,13 @@ class LedgerView:
         )
 
     def last_commit(self) -> float:
-        """When a collection cycle last committed (the hub histogram state is written with it)."""
-        with self.ledger.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.max(source_state.c.updated))).scalar() or 0.0
+        """When a collection cycle last committed (the hub histogram state is written with it);
+        0 while the ledger has no tables yet."""
+        try:
+            with self.ledger.engine.connect() as conn:
+                return conn.execute(sa.select(sa.func.max(source_state.c.updated))).scalar() or 0.0
+        except sa.exc.DBAPIError:
+            return 0.0
 
 
 def hub_time(model: dict, field: str) -> float:
