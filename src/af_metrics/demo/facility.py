@@ -85,7 +85,12 @@ class LocalFacility:
         extra_services: dict[str, list[str]] | None = None,
         spawner_poll_interval: float = 1.0,
         startup_timeout: float = 60.0,
+        service_options: dict[str, dict] | None = None,
+        extra_config: str = "",
     ) -> None:
+        """``service_options``: more keys for a service's entry in ``c.JupyterHub.services``
+        (e.g. ``url`` and ``oauth_no_confirm`` to reach af-metrics' pages through the hub);
+        ``extra_config``: Python lines appended to the hub's config file."""
         self.proxy = find_proxy(proxy)
         self._own_dir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="af-metrics-facility-"))
@@ -96,6 +101,8 @@ class LocalFacility:
         self.scopes = scopes
         self.tokens = {name: secrets.token_hex(32) for name in scopes}
         self.spawner_poll_interval = spawner_poll_interval
+        self.service_options = service_options or {}
+        self.extra_config = extra_config
         self.startup_timeout = startup_timeout
         self._hub: subprocess.Popen | None = None
         self._driver: HubDriver | None = None
@@ -240,7 +247,7 @@ class LocalFacility:
         return " | ".join(text[-lines:]) + f" (full log: {self.log_path})"
 
     def _config(self) -> str:
-        services = [{"name": name, "api_token": token} for name, token in self.tokens.items()]
+        services = [{"name": name, "api_token": token, **self.service_options.get(name, {})} for name, token in self.tokens.items()]
         roles = [{"name": f"{name}-role", "scopes": scopes, "services": [name]} for name, scopes in self.scopes.items()]
         return CONFIG.format(
             public_url=self.public_url,
@@ -256,5 +263,5 @@ class LocalFacility:
             spawner_poll_interval=self.spawner_poll_interval,
             services=services,
             roles=roles,
-        )
+        ) + (self.extra_config + "\n" if self.extra_config else "")
 
