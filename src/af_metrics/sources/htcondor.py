@@ -29,6 +29,7 @@ _BLOCK = 1 << 20
 _OLD_SEPARATOR = re.compile(r"\n(?:[ \t]*\n|\*\*\*[^\n]*\n)+")  # blank lines and history banners
 _JSON_END = re.compile(r"^\}[ \t]*\r?$", re.M)  # a top-level ad closes at column 0
 _ASSIGNMENT = re.compile(r"^[ \t]*[A-Za-z_][\w.]*[ \t]*=", re.M)
+_JSON_KEY = re.compile(r'^([ \t]*)"(?:[^"\\\n]|\\.)*"[ \t]*:', re.M)  # captures the indentation
 
 
 class HistoryError(ValueError):
@@ -116,18 +117,32 @@ def _piece(piece: str, line: int, is_json: bool, last: bool = False) -> Iterator
 
 def read_ads(stream: IO[str]) -> Iterator[Any]:
     """Each ad of ``stream`` as a ``classad2.ClassAd``; a text that is not one raises HistoryError."""
+    for _, ad in located_ads(stream):
+        yield ad
+
+
+def located_ads(stream: IO[str]) -> Iterator[tuple[int, Any]]:
+    """(first line, ad) of each ad of ``stream``."""
     classad2 = classad_module()
     parsers = {True: classad2.ParserType.JSON, False: classad2.ParserType.Old}
     for line, text, is_json in ad_texts(stream):
         try:
             ad = classad2.parseNext(text, parsers[is_json])
-        except classad2.ClassAdException:
+        except (classad2.ClassAdException, ValueError):  # the library raises both
             ad = None
         if ad is None or len(ad) == 0:
             raise HistoryError(f"line {line}: not a ClassAd ({text.splitlines()[0][:60]!r})")
-        if not is_json and len(ad) < len(_ASSIGNMENT.findall(text)):  # the old parser stops at a bad line
+        if len(ad) < _attributes_in(text, is_json):  # both parsers stop quietly at a bad attribute
             raise HistoryError(f"line {line}: ClassAd with an unreadable attribute (after {len(ad)} attributes)")
-        yield ad
+        yield line, ad
+
+
+def _attributes_in(text: str, is_json: bool) -> int:
+    """How many top-level attributes the text of one ad holds, by its lines."""
+    if not is_json:
+        return len(_ASSIGNMENT.findall(text))
+    indents = [len(m) for m in _JSON_KEY.findall(text)]
+    return indents.count(min(indents)) if indents else 0
 
 
 def write_ads(ads: Iterable[Any], stream: IO[str], fmt: str) -> None:
@@ -231,8 +246,11 @@ def job_from_ad(ad: Any, *, final: bool, observed_at: float, attributes: Sequenc
 
 
 def jobs_from_stream(stream: IO[str], *, final: bool, observed_at: float, attributes: Sequence[str] = ()) -> Iterator[BatchJob]:
-    for ad in read_ads(stream):
-        yield job_from_ad(ad, final=final, observed_at=observed_at, attributes=attributes)
+    for line, ad in located_ads(stream):
+        try:
+            yield job_from_ad(ad, final=final, observed_at=observed_at, attributes=attributes)
+        except HistoryError as exc:
+            raise HistoryError(f"line {line}: {exc}") from None
 
 
 # -- a live schedd ---------------------------------------------------------------------------
