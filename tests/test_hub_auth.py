@@ -1,0 +1,42 @@
+"""A bad or under-scoped hub token: ``collect --once`` fails with one line naming the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from facility import LedgerView, af_metrics, hub_env
+
+from af_metrics.ledger.store import Ledger
+
+pytestmark = pytest.mark.hub
+
+
+def _one_line_failure(result) -> str:  # noqa: ANN001 - CompletedProcess
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0, result.stdout
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
+    return lines[0]
+
+
+def test_good_token_collects(hub, tmp_path: Path) -> None:  # noqa: ANN001
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    result = af_metrics("collect", "--once", env=hub_env(hub, url))
+    assert result.returncode == 0, result.stderr
+    assert LedgerView(Ledger.open(url), []).last_commit() > 0
+
+
+def test_rejected_token_is_one_line(hub, tmp_path: Path) -> None:  # noqa: ANN001
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    line = _one_line_failure(af_metrics("collect", "--once", env=hub_env(hub, url, token="not-a-token")))
+    assert "refused the token" in line
+    assert LedgerView(Ledger.open(url), []).last_commit() == 0  # nothing written
+
+
+@pytest.mark.parametrize("scope", ["read:metrics", "read:users:activity"])
+def test_missing_scope_is_named(hub, tmp_path: Path, scope: str) -> None:  # noqa: ANN001
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    token = hub.tokens[f"no-{scope.replace(':', '-')}"]
+    line = _one_line_failure(af_metrics("collect", "--once", env=hub_env(hub, url, token=token)))
+    assert f"lacks scope(s) {scope}:" in line
+    assert "Traceback" not in line
