@@ -114,7 +114,7 @@ def ingest_pods_command(ctx: click.Context, url: str | None, from_: str | None, 
         raise click.ClickException(str(exc)) from None
     finally:
         reader.close()
-    click.echo(f"{stats.hours} hours, {stats.pod_hours} pod-hours, {stats.unattributed} unattributed pod-hours")
+    click.echo(f"hours read: {stats.hours}, pod-hours: {stats.pod_hours}, unattributed pod-hours: {stats.unattributed}")
     if len(hours) > cap:
         click.echo(f"stopped after {cap} hours (accounting.backfill_hours_max) at {iso(hours[cap], cfg.timezone)}: run again to continue")
 
