@@ -80,28 +80,19 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
-@register("dau", title="Daily active users", unit="users",
-          definition="Users active (a server running) on the day; over a bucket, the mean of its days.")
-def dau(q: Query) -> Series:
-    return _per_bucket(q, _window_counts(q)[1], _mean)
+def _daily(window: int, combine: Callable[[Sequence[float]], float]) -> Callable[[Query], Series]:
+    """A KPI reading one window's daily counts, combined over each bucket's days."""
+    return lambda q: _per_bucket(q, _window_counts(q)[window], combine)
 
 
-@register("dau_peak", title="Peak daily active users", unit="users",
-          definition="The highest daily active users of any day in the bucket.")
-def dau_peak(q: Query) -> Series:
-    return _per_bucket(q, _window_counts(q)[1], max)
-
-
-@register("wau", title="Weekly active users", unit="users",
-          definition="Users active in the 7 days ending on the day; over a bucket, the mean of its days.")
-def wau(q: Query) -> Series:
-    return _per_bucket(q, _window_counts(q)[7], _mean)
-
-
-@register("mau", title="Monthly active users", unit="users",
-          definition="Users active in the 30 days ending on the day; over a bucket, the mean of its days.")
-def mau(q: Query) -> Series:
-    return _per_bucket(q, _window_counts(q)[30], _mean)
+register("dau", title="Daily active users", unit="users",
+         definition="Users active (a server running) on the day; over a bucket, the mean of its days.")(_daily(1, _mean))
+register("dau_peak", title="Peak daily active users", unit="users",
+         definition="The highest daily active users of any day in the bucket.")(_daily(1, max))
+register("wau", title="Weekly active users", unit="users",
+         definition="Users active in the 7 days ending on the day; over a bucket, the mean of its days.")(_daily(7, _mean))
+register("mau", title="Monthly active users", unit="users",
+         definition="Users active in the 30 days ending on the day; over a bucket, the mean of its days.")(_daily(30, _mean))
 
 
 @register("stickiness", title="Stickiness (DAU/MAU)", unit="ratio",

@@ -129,9 +129,3 @@ class Query:
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
-
-    def bucket_of_day(self, day: int) -> str:
-        for b in self.buckets:
-            if b.first <= day <= b.last:
-                return b.label
-        raise KeyError(day)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from functools import lru_cache
 
 from af_metrics.kpis.registry import Query
 from af_metrics.timeutil import day_start, zone
@@ -53,7 +54,8 @@ def local_day(q: Query, column: str) -> str:
     return f"({floor} + {EPOCH_ORDINAL})"  # times after 1970: SQLite's truncation is floor
 
 
-def _offset_spans(tz: str, t0: float, t1: float) -> list[tuple[float, int]]:
+@lru_cache(maxsize=64)
+def _offset_spans(tz: str, t0: float, t1: float) -> tuple[tuple[float, int], ...]:
     """(start epoch, UTC offset in seconds) for each stretch of constant offset in [t0, t1]."""
     z = zone(tz)
 
@@ -71,7 +73,7 @@ def _offset_spans(tz: str, t0: float, t1: float) -> list[tuple[float, int]]:
                 lo, hi = (mid, hi) if offset(mid) == spans[-1][1] else (lo, mid)
             spans.append((float(hi), offset(hi)))
         t = nxt
-    return spans
+    return tuple(spans)
 
 
 def nearest_rank(values_sql: str, percentiles: Sequence[int]) -> str:
