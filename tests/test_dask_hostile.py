@@ -87,7 +87,6 @@ def test_hostile_schedulers_fail_alone_within_timeout_and_memory_cap(tmp_path: P
                 retained = tracemalloc.get_traced_memory()[0] - before
             finally:
                 tracemalloc.stop()
-                await collector.aclose()
             return walls, peaks, retained
 
         walls, peaks, retained = asyncio.run(cycles())

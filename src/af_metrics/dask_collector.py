@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from af_metrics.collector import CycleStats, SourceHealth
 from af_metrics.config import Settings
 from af_metrics.discovery import DaskTarget, Discovery, Provider
@@ -25,8 +23,7 @@ from af_metrics.discovery.hub import HubTemplateProvider
 from af_metrics.discovery.static import StaticFileProvider
 from af_metrics.ledger.dask import UserDaskTotals, recent_users, record_cycle, user_totals
 from af_metrics.ledger.store import Ledger
-from af_metrics.sources import dask as source
-from af_metrics.sources.dask import SchedulerSample, ScrapeError, ScrapeLimits
+from af_metrics.sources.dask import SchedulerHTTP, SchedulerSample, ScrapeError, ScrapeLimits, scrape
 
 log = logging.getLogger("af_metrics.dask")
 
@@ -71,7 +68,7 @@ class DaskCollector:
     users_dropped: int = 0
     last_cycle: CycleStats | None = None
     cycles: int = 0
-    _client: httpx.AsyncClient | None = None
+    _http: SchedulerHTTP | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, ledger: Ledger) -> "DaskCollector | None":
@@ -85,15 +82,15 @@ class DaskCollector:
 
     async def read_all(self, targets: list[DaskTarget]) -> list[SchedulerSample | ScrapeError]:
         """Read every target once, ``dask_concurrency`` at a time, each within its own deadline."""
-        if self._client is None:
-            self._client = source.client(self.settings.dask_concurrency, self.settings.dask_timeout)
+        if self._http is None:
+            self._http = SchedulerHTTP(self.settings.dask_timeout)
         limit = asyncio.Semaphore(self.settings.dask_concurrency)
         limits = self.limits
 
         async def one(target: DaskTarget) -> SchedulerSample | ScrapeError:
             async with limit:
                 try:
-                    return await source.scrape(self._client, target.url, limits)  # type: ignore[arg-type]
+                    return await scrape(self._http, target.url, limits)  # type: ignore[arg-type]
                 except ScrapeError as exc:
                     return exc
 
@@ -126,25 +123,17 @@ class DaskCollector:
             self.cycles += 1
             self.last_cycle = CycleStats(t0, time.time() - t0, ok)
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
     async def run(self, stop: asyncio.Event, on_cycle: Callable[[], Awaitable[None]] | None = None) -> None:
         """Sample until ``stop`` is set; a cycle starts every ``dask_interval`` seconds."""
-        try:
-            while not stop.is_set():
-                try:
-                    await self.cycle()
-                except Exception:  # a bug or a ledger outage must not stop sampling
-                    log.exception("dask sampling cycle failed")
-                if on_cycle is not None:
-                    await on_cycle()
-                elapsed = self.last_cycle.duration if self.last_cycle else 0.0
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=max(0.0, self.settings.dask_interval - elapsed))
-                except asyncio.TimeoutError:
-                    pass
-        finally:
-            await self.aclose()
+        while not stop.is_set():
+            try:
+                await self.cycle()
+            except Exception:  # a bug or a ledger outage must not stop sampling
+                log.exception("dask sampling cycle failed")
+            if on_cycle is not None:
+                await on_cycle()
+            elapsed = self.last_cycle.duration if self.last_cycle else 0.0
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, self.settings.dask_interval - elapsed))
+            except asyncio.TimeoutError:
+                pass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -135,11 +136,11 @@ async def _read(client: httpx.AsyncClient, url: str, body_max: int, lines_max: i
         return body
 
 
-async def scrape(client: httpx.AsyncClient, base_url: str, limits: ScrapeLimits) -> SchedulerSample:
+async def scrape(http: "SchedulerHTTP", base_url: str, limits: ScrapeLimits) -> SchedulerSample:
     """Read one scheduler dashboard at ``base_url``; raise ScrapeError on any failure."""
     base = base_url.rstrip("/")
     try:
-        async with asyncio.timeout(limits.timeout):
+        async with asyncio.timeout(limits.timeout), http.client() as client:
             figures = parse_metrics(await _read(client, f"{base}/metrics", limits.body_max, limits.lines_max))
             workers, threads, memory = parse_counts(await _read(client, f"{base}/json/counts.json", COUNTS_MAX, None))
             observed = time.time()
@@ -163,12 +164,21 @@ async def scrape(client: httpx.AsyncClient, base_url: str, limits: ScrapeLimits)
     )
 
 
-def client(concurrency: int, timeout: float) -> httpx.AsyncClient:
-    """An HTTP client for scheduler reads: no redirects, no environment proxies, bounded pool."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=False,
-        trust_env=False,
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        headers={"Accept": "text/plain", "Accept-Encoding": "identity"},
-    )
+class SchedulerHTTP:
+    """HTTP clients for scheduler reads: no redirects, no environment proxies, one connection each.
+
+    Each target gets a client of its own (its two requests share one connection, closed after):
+    one pool over thousands of origins costs httpcore time quadratic in the pool size. The TLS
+    context, the costly part of a client, is made once and shared.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = httpx.Timeout(timeout)
+        self.ssl = ssl.create_default_context()
+
+    def client(self) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(verify=self.ssl, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+        return httpx.AsyncClient(
+            transport=transport, timeout=self.timeout, follow_redirects=False, trust_env=False,
+            headers={"Accept": "text/plain", "Accept-Encoding": "identity"},
+        )
