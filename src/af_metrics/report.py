@@ -102,7 +102,10 @@ def _print_report(report: dict, console: Console) -> None:
         notes.extend(item["notes"])
     console.print(headline)
     for table in report["tables"]:
-        if table["name"] == "hour_of_week":
+        if not table["rows"]:
+            console.print(Text(f"{table['title']}: no data", style="italic"))
+            console.print()
+        elif table["name"] == "hour_of_week":
             console.print(Text(table["title"], style="italic"))
             console.print(heatmap(table))
         else:
@@ -140,7 +143,7 @@ def _shade(value: float | None, peak: float) -> Text:
 def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], units: Sequence[str]) -> Table:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i == 0 else "right")
+        table.add_column(column, justify="left" if i == 0 else "right", overflow="fold")
     for row in rows:
         table.add_row(*(human(v, u) for v, u in zip(row, units)))
     return table

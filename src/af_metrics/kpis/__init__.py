@@ -22,5 +22,5 @@ from af_metrics.kpis.registry import KPIError
 
 __all__ = ["KPIError", "compute_kpi", "kpi_catalogue", "period_report"]
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+for _module in ("engagement", "spawns", *(m.name for m in pkgutil.iter_modules(__path__))):  # core KPIs first
+    importlib.import_module(f"{__name__}.{_module}")
