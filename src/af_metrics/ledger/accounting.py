@@ -158,7 +158,7 @@ def record_pod_hours(ledger: Ledger, conn: Connection, hours: Sequence[PodHour],
             index_elements=["namespace", "name"],
             set_={
                 "user_id": sa.func.coalesce(x.user_id, pods.c.user_id), "rule": sa.func.coalesce(x.rule, pods.c.rule),
-                "role": x.role,
+                "role": sa.case((x.role == "notebook", x.role), else_=pods.c.role),  # once seen as a notebook, one
                 "first_seen": sa.case((x.first_seen < pods.c.first_seen, x.first_seen), else_=pods.c.first_seen),
                 "last_seen": sa.case((x.last_seen > pods.c.last_seen, x.last_seen), else_=pods.c.last_seen),
             },

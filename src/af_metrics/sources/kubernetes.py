@@ -154,25 +154,27 @@ class PrometheusPods:
         at = hour_start + HOUR - _EPSILON
         figures: dict[tuple[str, str], dict[str, float]] = {}
 
-        def pod(metric: dict) -> dict[str, float] | None:
-            if "namespace" not in metric or "pod" not in metric:
+        def pod(metric: dict, inside: Samples) -> dict[str, float] | None:
+            """The pod's figures, if the series has samples in the hour (not only in the lookback)."""
+            if "namespace" not in metric or "pod" not in metric or not inside:
                 return None
-            return figures.setdefault(
+            row = figures.setdefault(
                 (metric["namespace"], metric["pod"]),
-                {"seconds": 0.0, "cpu": 0.0, "cpu_used": 0.0, "mem": 0.0, "mem_used": 0.0, "gpu": 0.0, "first": at, "last": hour_start},
+                {"seconds": 0.0, "cpu": 0.0, "cpu_used": 0.0, "mem": 0.0, "mem_used": 0.0, "gpu": 0.0, "first": inside[0][0], "last": inside[-1][0]},
             )
+            row["first"], row["last"] = min(row["first"], inside[0][0]), max(row["last"], inside[-1][0])
+            return row
 
         def gauges(metric: str, extra: str, kind_of) -> None:  # noqa: ANN001 - metric labels -> figure name
             for labels, samples in self._matrix(metric, extra, at, HOUR):
                 samples = [s for s in samples if s[0] >= hour_start]
-                row = pod(labels)
                 kind = kind_of(labels)
-                if row is None or kind is None or not samples:
+                row = pod(labels, samples) if kind is not None else None
+                if row is None:
                     continue
                 value, present = gauge_integral(samples, series_interval(samples, self.scrape_interval))
                 row[kind] += value
                 row["seconds"] = max(row["seconds"], present)
-                row["first"], row["last"] = min(row["first"], samples[0][0]), max(row["last"], samples[-1][0])
 
         gpus = set(self.gpu_resources)
         resources = "|".join(re.escape(r) for r in ("cpu", "memory", *gpus))
@@ -180,7 +182,7 @@ class PrometheusPods:
                lambda m: {"cpu": "cpu", "memory": "mem"}.get(m.get("resource", ""), "gpu" if m.get("resource") in gpus else None))
         gauges(MEMORY_USED, CONTAINERS, lambda m: "mem_used")
         for labels, samples in self._matrix(CPU_USED, CONTAINERS, at, HOUR + STALE):
-            row = pod(labels)
+            row = pod(labels, [s for s in samples if s[0] >= hour_start])
             if row is not None:
                 row["cpu_used"] += counter_increase(samples, hour_start)
         labels = self._labels(LABELS, at)
@@ -192,7 +194,7 @@ class PrometheusPods:
                 namespace=ns, pod=name, hour_start=hour_start, labels=labels.get((ns, name), {}),
                 seconds=f["seconds"], cpu_request_seconds=f["cpu"], cpu_used_seconds=f["cpu_used"],
                 memory_request_byte_seconds=f["mem"], memory_used_byte_seconds=f["mem_used"],
-                gpu_request_seconds=f["gpu"], first_seen=min(f["first"], f["last"]), last_seen=f["last"],
+                gpu_request_seconds=f["gpu"], first_seen=f["first"], last_seen=f["last"],
             )
             for (ns, name), f in sorted(figures.items())
         ]
