@@ -152,3 +152,39 @@ def test_export_refuses_bad_input_in_one_line(tmp_path: Path, args: list[str], c
     assert message in result.output and "Traceback" not in result.output
     if code == 1:
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_kpis_and_metrics_carry_accounting(facility: Ledger) -> None:
+    import subprocess
+
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from af_metrics.accounting.exposition import accounting_families, read_accounting_figures
+    from af_metrics.kpis import compute_kpi
+
+    ingest_history(facility, io.StringIO(text(HISTORY, "long")), DEFAULT_RULES, T0 + 4 * H)
+    day = compute_kpi(facility, "core_hours", period=DAY, by="day")
+    assert day["rows"][0][1] == pytest.approx(sum(TRUTH.values()), rel=0.01)
+    share = compute_kpi(facility, "hub_share_of_batch", period="2026-10", by="month")
+    assert share["rows"][0][1] == pytest.approx((16 + 24 + 5) / (16 + 24 + 5 + 22))  # carol's and the pilot's jobs are not the hub's
+    efficiency = compute_kpi(facility, "batch_cpu_efficiency", period=DAY, by="day")
+    assert efficiency["rows"][0][1] == pytest.approx(0.8)
+    per_user = compute_kpi(facility, "core_hours_per_user", period="2026-10")
+    assert [r[0] for r in per_user["rows"]] == [ALICE, "(unattributed)", BOB]
+
+    class Accounting:
+        def collect(self):  # noqa: ANN202
+            return accounting_families(read_accounting_figures(facility, cap=1))
+
+    registry = CollectorRegistry()
+    registry.register(Accounting())
+    exposition = generate_latest(registry).decode()
+    check = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(exposition) for s in f.samples}
+    assert samples[("af_accounting_unattributed_core_seconds_total", (("infrastructure", "htcondor"),))] == pytest.approx(22 * H)
+    assert {k[1] for k in samples if k[0] == "af_user_core_seconds_total"} == {
+        (("infrastructure", "htcondor"), ("user", ALICE)), (("infrastructure", "kubernetes"), ("user", ALICE))}
+    assert samples[("af_accounting_user_series_dropped", ())] == 1
+    assert samples[("af_accounting_batch_jobs_total", (("status", "removed"),))] == 1

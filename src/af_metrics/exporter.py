@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from af_metrics.accounting.exposition import AccountingFigures, accounting_families, read_accounting_figures
 from af_metrics.coffea.exposition import AnalysisFigures, analysis_families
 from af_metrics.collector import Collector as SourceCollector
 from af_metrics.ledger.analysis import read_analysis_figures
@@ -46,6 +47,7 @@ class FacilityFigures:
     per_user: dict[str, UserFigures] = field(default_factory=dict)
     users_dropped: int = 0
     analysis: AnalysisFigures = field(default_factory=AnalysisFigures)
+    accounting: AccountingFigures = field(default_factory=AccountingFigures)
 
 
 def read_figures(ledger: Ledger, cap: int, now: float | None = None) -> FacilityFigures:
@@ -88,6 +90,7 @@ def read_figures(ledger: Ledger, cap: int, now: float | None = None) -> Facility
         fig.per_user[name] = UserFigures(int(running or 0), int(count), float(seconds or 0.0), last)
     fig.users_dropped = max(0, len(per_user) - cap)
     fig.analysis = read_analysis_figures(ledger, cap)
+    fig.accounting = read_accounting_figures(ledger, cap)
     return fig
 
 
@@ -148,6 +151,7 @@ class LedgerMetrics(Collector):
             "af_user_series_dropped", "Active users left out of per-user series by the cap", value=f.users_dropped
         )
         yield from analysis_families(f.analysis)
+        yield from accounting_families(f.accounting)
 
 
 def build_registry(sources: SourceCollector) -> tuple[CollectorRegistry, LedgerMetrics, Histogram]:
