@@ -17,7 +17,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from af_metrics.coffea.delivery import Delivery, journal_path
+from af_metrics.coffea.delivery import Delivery, journal_path, wait_for_delivery
 from af_metrics.coffea.push import PUSH_PATH
 from af_metrics.coffea.record import CHUNK_EVENTS_BOUNDS, CHUNK_SECONDS_BOUNDS, RunRecord
 from af_metrics.demo.facility import LocalFacility, free_port
@@ -181,6 +181,7 @@ def test_spooled_runs_are_delivered_exactly_once_when_the_service_returns(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         ids = [runner(fileset, MetHistogram(), treename="Events") and runner.last_record.run_id for _ in range(2)]
+    wait_for_delivery(30)  # the background push found the service down
     delivery = Delivery.from_env()
     assert [RunRecord.model_validate_json(x).run_id for x in delivery.spool.pending()] == ids
     assert delivery.flush().left == 2  # still down: kept

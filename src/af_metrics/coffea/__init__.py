@@ -1,4 +1,5 @@
-"""Recording coffea analysis runs: ``Runner`` (drop-in for ``coffea.processor.Runner``) and ``track()``.
+"""Recording coffea analysis runs: ``Runner`` (drop-in for ``coffea.processor.Runner``), ``track()``
+for code that builds its own Runner, ``track_compute()`` for the dask-awkward path.
 
 Imports are lazy so that the facility side (record model, exposition) works without coffea.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Runner", "track", "record_read_report"]
+__all__ = ["Runner", "track", "track_compute", "record_read_report"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,8 +16,8 @@ def __getattr__(name: str) -> Any:
         from af_metrics.coffea import runner
 
         return getattr(runner, name)
-    if name == "record_read_report":
+    if name in ("track_compute", "record_read_report"):
         from af_metrics.coffea import dask_awkward
 
-        return dask_awkward.record_read_report
+        return getattr(dask_awkward, name)
     raise AttributeError(name)

@@ -94,8 +94,8 @@ class Spool:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append one line durably (a record is never lost once this returns)."""
+def append_line(path: Path, line: str, durable: bool = True) -> None:
+    """Append one line; once this returns a ``durable`` line survives a crash of the machine too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab+") as handle:
         if handle.seek(0, os.SEEK_END) > 0:
@@ -104,7 +104,8 @@ def append_line(path: Path, line: str) -> None:
                 handle.write(b"\n")
         handle.write(line.rstrip("\n").encode() + b"\n")
         handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            os.fsync(handle.fileno())
 
 
 def _replace(path: Path, lines: list[str]) -> None:
