@@ -352,6 +352,47 @@ def accounting() -> dashboard.Dashboard:
                 stacked=True,
             )
         )
+        .with_row(row("Pods and batch jobs (each core once: docs/accounting.md)"))
+        .with_panel(
+            table_panel(
+                "Allocated core-hours per user",
+                "Pods' requested cores plus batch jobs' RequestCpus x wall, per user, in the dashboard's range.",
+                "short",
+                "sort_desc(sum by (user) (increase(af_user_core_seconds_total[$__range])) / 3600)",
+                "{{user}}",
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Batch CPU efficiency per user",
+                "CPU time / (RequestCpus x wall) of each user's HTCondor jobs in the dashboard's range.",
+                "percentunit",
+                'sort_desc(sum by (user) (increase(af_user_cpu_seconds_total{infrastructure="htcondor"}[$__range]))'
+                ' / sum by (user) (increase(af_user_core_seconds_total{infrastructure="htcondor"}[$__range])))',
+                "{{user}}",
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Core-hours per accounting group",
+                "Allocated core-hours per HTCondor accounting group and pod namespace, in the dashboard's range.",
+                "short",
+                "sort_desc(sum by (infrastructure, group) (increase(af_accounting_core_seconds_total[$__range])) / 3600)",
+                "{{infrastructure}} {{group}}",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Share of batch work through the hub",
+                "HTCondor core-hours attributed to hub users / all HTCondor core-hours the schedd reported.",
+                "percentunit",
+                query(
+                    '1 - sum(rate(af_accounting_unattributed_core_seconds_total{infrastructure="htcondor"}[$__rate_interval]))'
+                    ' / sum(rate(af_accounting_core_seconds_total{infrastructure="htcondor"}[$__rate_interval]))',
+                    "hub share",
+                ),
+            )
+        )
         .with_row(row("Other resources"))
         .with_panel(
             table_panel(
