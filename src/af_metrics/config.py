@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import Field, ValidationError, field_validator
@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     dask_body_max: int = Field(10 * 1024 * 1024, ge=1024, description="Bytes a scheduler's /metrics answer may have")
     dask_lines_max: int = Field(20000, ge=10, description="Lines a scheduler's /metrics answer may have")
     dask_concurrency: int = Field(64, ge=1, le=1024, description="Schedulers read at the same time")
+    web_auth: Literal["hub", "none"] = Field(
+        "hub", description="Pages and JSON API: 'hub' (log in through JupyterHub; users see their own pages) or 'none' (anyone who connects sees all)"
+    )
+    admin_groups: list[str] = Field(default_factory=list, description="Hub groups whose members see the facility pages and every user's (hub admins always do)")
+    admin_roles: list[str] = Field(default_factory=list, description="Hub roles whose holders see them too (needs read:roles:users!user in the service's OAuth scopes)")
+    service_name: str = Field("", description="af-metrics' service name in the hub (default: $JUPYTERHUB_SERVICE_NAME, else af-metrics)")
+    service_prefix: str = Field("", description="URL path of the pages behind the hub's proxy (default: $JUPYTERHUB_SERVICE_PREFIX, else /services/<service_name>/)")
+    web_cache_seconds: float = Field(60.0, ge=0, description="Seconds a computed chart or KPI answer is reused for identical requests")
     accounting: AccountingSettings = Field(
         default_factory=AccountingSettings, description="[accounting] table: site, VO, attribution rules, Prometheus (see docs/accounting.md)"
     )

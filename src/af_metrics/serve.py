@@ -16,6 +16,7 @@ from af_metrics.dask_exporter import DaskMetrics
 from af_metrics.exporter import build_registry, read_figures
 from af_metrics.ledger.store import Ledger
 from af_metrics.web.app import make_app
+from af_metrics.web.auth import listen_address
 
 log = logging.getLogger("af_metrics.serve")
 
@@ -37,11 +38,12 @@ async def serve(settings: Settings, ledger: Ledger, stop: asyncio.Event | None =
     if dask is not None:
         registry.register(DaskMetrics(dask))
     app = make_app(ledger, collector, registry, dask=dask)
-    sockets = bind_sockets(settings.port, address=settings.bind)
+    bind, port = listen_address(settings)  # a managed hub service listens where the hub says
+    sockets = bind_sockets(port, address=bind)
     server = HTTPServer(app, xheaders=True)
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
-    log.info("af-metrics serving on http://%s:%d (metrics at /metrics)", settings.bind, port)
+    log.info("af-metrics serving on http://%s:%d (metrics at /metrics)", bind, port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

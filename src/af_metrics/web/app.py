@@ -1,8 +1,8 @@
-"""Tornado application: Prometheus exposition, KPI JSON API and health."""
+"""Tornado application: Prometheus exposition, health, service discovery, and (web.pages) the
+pages and JSON API that need a logged-in viewer."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -12,7 +12,6 @@ from prometheus_client.exposition import choose_encoder
 
 from af_metrics.collector import Collector
 from af_metrics.discovery.http_sd import DaskSDHandler
-from af_metrics.kpis import KPIError, compute_kpi, kpi_catalogue, period_report
 from af_metrics.ledger.store import Ledger
 
 
@@ -50,44 +49,20 @@ class HealthHandler(BaseHandler):
         self.write_json({"status": "ok" if all(s["up"] for s in sources.values()) else "degraded", "sources": sources})
 
 
-class KPIListHandler(BaseHandler):
-    def get(self) -> None:
-        self.write_json({"kpis": kpi_catalogue()})
-
-
-class KPIHandler(BaseHandler):
-    async def get(self, name: str) -> None:
-        args = {k: self.get_query_argument(k, None) for k in ("from", "to", "period", "by")}
-        try:
-            result = await asyncio.to_thread(compute_kpi, self.ledger, name, **args)
-        except KPIError as exc:
-            raise tornado.web.HTTPError(404 if exc.unknown else 400, str(exc)) from None
-        self.write_json(result)
-
-
-class ReportHandler(BaseHandler):
-    async def get(self) -> None:
-        args = {k: self.get_query_argument(k, None) for k in ("from", "to", "period")}
-        try:
-            result = await asyncio.to_thread(period_report, self.ledger, **args)
-        except KPIError as exc:
-            raise tornado.web.HTTPError(400, str(exc)) from None
-        self.write_json(result)
-
-
 def make_app(ledger: Ledger, collector: Collector, registry: CollectorRegistry, dask: Any = None) -> tornado.web.Application:
     from af_metrics.web.analysis import AnalysisPushHandler, HubIdentity  # it builds on BaseHandler
+    from af_metrics.web.pages import app_settings, routes  # so do these
 
+    pages = app_settings(collector.settings)
     return tornado.web.Application(
         [
             (r"/metrics", MetricsHandler),
             (r"/healthz", HealthHandler),
-            (r"/api/v1/kpis", KPIListHandler),
-            (r"/api/v1/kpis/([a-z0-9_]+)", KPIHandler),
-            (r"/api/v1/report", ReportHandler),
             (r"/sd/dask", DaskSDHandler),
             (r"/api/v1/analysis/runs", AnalysisPushHandler),
+            *routes(pages["web_auth"]),
         ],
+        **pages,
         ledger=ledger,
         collector=collector,
         registry=registry,
