@@ -63,34 +63,40 @@ def attributor(conn: Connection, rules: Iterable[AttributionRule]) -> Attributor
 
 
 def record_jobs(ledger: Ledger, conn: Connection, jobs: Sequence[BatchJob], attr: Attributor, now: float) -> JobIngest:
-    """Write one batch of jobs in the caller's transaction."""
+    """Write one batch of jobs in the caller's transaction (settled jobs are left as they are)."""
     latest: dict[str, BatchJob] = {}
     for job in jobs:  # one row per job per statement; a final record beats a queue record
         prev = latest.get(job.global_job_id)
         if prev is None or job.final or not prev.final:
             latest[job.global_job_id] = job
-    found = {gid: attr.job(job) for gid, job in latest.items()}
-    named = [a.user for a in found.values() if a.user is not None]
-    first = min((j.started or now for j in latest.values()), default=now)
-    ids = ledger.user_ids(conn, named, first)
-    stats = JobIngest(read=len(jobs), unattributed=sum(a.user is None for a in found.values()))
-    if not latest:
+    known = {
+        gid: (jid, settled)
+        for gid, jid, settled in conn.execute(
+            sa.select(batch_jobs.c.global_job_id, batch_jobs.c.id, batch_jobs.c.settled).where(batch_jobs.c.global_job_id.in_(list(latest)))
+        )
+    }
+    todo = {gid: job for gid, job in latest.items() if not known.get(gid, (0, 0))[1]}
+    found = {gid: attr.job(job) for gid, job in todo.items()}
+    first = min((j.started or now for j in todo.values()), default=now)
+    ids = ledger.user_ids(conn, [a.user for a in found.values() if a.user is not None], first)
+    stats = JobIngest(read=len(jobs), written=len(todo), unchanged=len(latest) - len(todo),
+                      unattributed=sum(a.user is None for a in found.values()))
+    if not todo:
         return stats
-    rows = [_job_row(job, found[gid], ids, ledger.tz, now) for gid, job in latest.items()]
     stmt = ledger._insert(batch_jobs)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["global_job_id"],
-        set_={c: stmt.excluded[c] for c in JOB_FIGURES},
-        where=batch_jobs.c.settled == 0,
-    ).returning(batch_jobs.c.id, batch_jobs.c.global_job_id)
-    written = conn.execute(stmt, rows).all()
-    stats.written = len(written)
-    stats.unchanged = len(latest) - len(written)
-    if written:
-        conn.execute(batch_job_days.delete().where(batch_job_days.c.job_id.in_([i for i, _ in written])))
-        days = [{"job_id": jid, **row} for jid, gid in written for row in job_days(latest[gid], ledger.tz)]
-        if days:
-            conn.execute(batch_job_days.insert(), days)
+        index_elements=["global_job_id"], set_={c: stmt.excluded[c] for c in JOB_FIGURES}, where=batch_jobs.c.settled == 0
+    )
+    conn.execute(stmt, [_job_row(job, found[gid], ids, ledger.tz, now) for gid, job in todo.items()])
+    replaced = [known[gid][0] for gid in todo if gid in known]  # still in the queue last time: new slices
+    if replaced:
+        conn.execute(batch_job_days.delete().where(batch_job_days.c.job_id.in_(replaced)))
+    job_ids = conn.execute(
+        sa.select(batch_jobs.c.global_job_id, batch_jobs.c.id).where(batch_jobs.c.global_job_id.in_(list(todo)))
+    ).all()
+    days = [{"job_id": jid, **row} for gid, jid in job_ids for row in job_days(todo[gid], ledger.tz)]
+    if days:
+        conn.execute(batch_job_days.insert(), days)
     return stats
 
 

@@ -172,12 +172,13 @@ def write_ads(ads: Iterable[Any], stream: IO[str], fmt: str) -> None:
 
 def _value(ad: Any, name: str) -> Any:
     """The evaluated attribute, or None when absent, undefined or an error."""
-    if name not in ad:
-        return None
-    value = ad.eval(name)
-    if type(value) in (str, int, float, bool):  # not classad2.Value (undefined, error): an IntEnum
-        return value
-    return None
+    value = ad.get(name)  # a literal comes back as its value, an expression as an ExprTree
+    if value is not None and type(value) not in _LITERALS:
+        value = ad.eval(name)
+    return value if type(value) in _LITERALS else None  # not classad2.Value (undefined, error), an IntEnum
+
+
+_LITERALS = (str, int, float, bool)
 
 
 def _number(ad: Any, name: str, default: float | None = None) -> float | None:
