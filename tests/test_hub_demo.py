@@ -1,0 +1,47 @@
+"""``af-metrics demo`` end to end, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from af_metrics.ledger.schema import session_hours, sessions
+from af_metrics.ledger.store import Ledger
+
+from conftest import _proxy
+
+pytestmark = pytest.mark.hub
+
+
+def test_demo_runs_and_reports_activity(tmp_path: Path, artifacts: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AF_METRICS_", "JUPYTERHUB_"))}
+    if _proxy():
+        env["AF_METRICS_CHP"] = _proxy()
+    result = subprocess.run(
+        [sys.executable, "-m", "af_metrics", "--ledger", url, "demo", "--users", "3", "--seconds", "60"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    (artifacts / "demo-output.txt").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    summary = re.search(r"Demo facility today: DAU (\d+), sessions (\d+), spawn success (\d+)%", result.stdout)
+    assert summary, result.stdout[-2000:]
+    dau, count, success = map(int, summary.groups())
+    with Ledger.open(url).engine.connect() as conn:
+        assert dau == conn.execute(sa.select(sa.func.count(sa.distinct(session_hours.c.user_id)))).scalar_one() == 3
+        assert count == conn.execute(sa.select(sa.func.count()).select_from(sessions)).scalar_one() == 5
+    assert 0 < success < 100  # one spawn of the scenario fails
+
+    # everything it started is gone
+    hub = re.search(r"JupyterHub at (http://127\.0\.0\.1:\d+)", result.stderr)
+    assert hub, result.stderr
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{hub[1]}/hub/api/", timeout=5)
