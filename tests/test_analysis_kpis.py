@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import subprocess
 import uuid
 
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from af_metrics.coffea.exposition import AnalysisCollector
 from af_metrics.coffea.record import CHUNK_EVENTS_BOUNDS, CHUNK_SECONDS_BOUNDS, RunRecord
 from af_metrics.kpis import compute_kpi
 from af_metrics.ledger.analysis import read_analysis_figures, store_run
@@ -69,3 +75,16 @@ def test_exporter_figures_cap_users_and_datasets(ledger: Ledger) -> None:
     assert sorted(fig.per_user) == ["u2", "u3"] and fig.users_dropped == 1  # the latest runs are kept
     assert fig.per_user["u3"].datasets == {"A": (100, 10_000, 0.0), "B": (100, 10_000, 0.0), "_other": (100, 10_000, 0.0)}
     assert fig.per_user["u3"].chunk_duration[4] == 1 and fig.per_user["u3"].runs == {"success": 1}
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian prometheus)")
+def test_analysis_exposition_passes_promtool(ledger: Ledger) -> None:
+    store_run(ledger, "ann", run(at(1), 1000, 10, 4, datasets=("DY", "TT")), at(1, 23))
+    store_run(ledger, "ben", run(at(2), 0, 1, 1, status="failure"), at(2, 23))
+    registry = CollectorRegistry()
+    registry.register(AnalysisCollector(read_analysis_figures(ledger, user_cap=10)))
+    text = generate_latest(registry).decode()
+    assert 'af_analysis_events_total{dataset="TT",user="ann"} 500.0' in text
+    assert 'af_analysis_chunk_duration_seconds_bucket{le="+Inf",user="ben"} 1.0' in text
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -27,9 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from af_metrics.coffea.record import (
-    CHUNK_EVENTS_BOUNDS, CHUNK_SECONDS_BOUNDS, DatasetFigures, Distribution, RunRecord, bucket_counts,
-)
+from af_metrics.coffea.buckets import CHUNK_EVENTS_BOUNDS, CHUNK_SECONDS_BOUNDS, bucket_counts
+from af_metrics.coffea.record import DatasetFigures, Distribution, RunRecord
 
 OnRecord = Callable[[RunRecord], None]
 

@@ -71,3 +71,13 @@ def analysis_families(fig: AnalysisFigures) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "af_analysis_users_dropped", "Users left out of per-user analysis series by the cap", value=fig.users_dropped
     )
+
+
+class AnalysisCollector:
+    """A prometheus_client collector over fixed ``AnalysisFigures``."""
+
+    def __init__(self, figures: AnalysisFigures) -> None:
+        self.figures = figures
+
+    def collect(self) -> Iterator[Metric]:
+        yield from analysis_families(self.figures)

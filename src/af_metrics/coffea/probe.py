@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from coffea.processor import CheckpointerABC
 
-from af_metrics.coffea.record import CHUNK_EVENTS_BOUNDS, CHUNK_SECONDS_BOUNDS, _bucket_index
+from af_metrics.coffea.buckets import CHUNK_EVENTS_BOUNDS, CHUNK_SECONDS_BOUNDS, bucket_index
 
 KEY = "af_metrics"
 # per-dataset vector layout
@@ -65,9 +65,9 @@ def chunk_figures(dataset: str, metrics: dict, elapsed: float) -> dict[str, Any]
         events, metrics.get("bytesread", 0), metrics.get("processtime", 0.0), 1, elapsed,
     )
     duration = np.zeros(len(CHUNK_SECONDS_BOUNDS) + 1, dtype=np.int64)
-    duration[_bucket_index(elapsed, CHUNK_SECONDS_BOUNDS)] = 1
+    duration[bucket_index(elapsed, CHUNK_SECONDS_BOUNDS)] = 1
     size = np.zeros(len(CHUNK_EVENTS_BOUNDS) + 1, dtype=np.int64)
-    size[_bucket_index(events, CHUNK_EVENTS_BOUNDS)] = 1
+    size[bucket_index(events, CHUNK_EVENTS_BOUNDS)] = 1
     return {"datasets": {dataset: vector}, "duration": duration, "events": size, "workers": {_where()}}
 
 

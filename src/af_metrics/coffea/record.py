@@ -12,10 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-# Bucket upper bounds (+Inf implicit) of the per-chunk distributions. Fixed, so that chunk
-# histograms add up across runs, users and the facility.
-CHUNK_SECONDS_BOUNDS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
-CHUNK_EVENTS_BOUNDS: tuple[float, ...] = (1e2, 1e3, 1e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 5e6)
+from af_metrics.coffea.buckets import CHUNK_EVENTS_BOUNDS, CHUNK_SECONDS_BOUNDS
 
 MAX_DATASETS = 200
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
@@ -111,18 +108,3 @@ class RunRecord(Strict):
 
 def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 and math.isfinite(den) else None
-
-
-def bucket_counts(values: list[float] | tuple[float, ...], bounds: tuple[float, ...]) -> list[int]:
-    """Histogram counts (last = +Inf) of ``values`` over ``bounds``; ``le`` semantics."""
-    counts = [0] * (len(bounds) + 1)
-    for v in values:
-        counts[_bucket_index(v, bounds)] += 1
-    return counts
-
-
-def _bucket_index(value: float, bounds: tuple[float, ...]) -> int:
-    for i, upper in enumerate(bounds):
-        if value <= upper:
-            return i
-    return len(bounds)

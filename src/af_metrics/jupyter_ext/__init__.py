@@ -22,7 +22,7 @@ from tornado import web
 from tornado.ioloop import PeriodicCallback
 
 from af_metrics.coffea.delivery import Delivery, analysis_dir, journal_path
-from af_metrics.coffea.exposition import analysis_families
+from af_metrics.coffea.exposition import AnalysisCollector
 from af_metrics.jupyter_ext.journal import JournalTail
 
 FLUSH_INTERVAL_MS = 60_000
@@ -46,7 +46,7 @@ class MetricsHandler(_Handler):
     def get(self) -> None:
         figures = self.journal.figures()
         registry = CollectorRegistry()
-        registry.register(_Families(figures))
+        registry.register(AnalysisCollector(figures))
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(generate_latest(registry))
 
@@ -62,14 +62,6 @@ class RunsHandler(_Handler):
         runs = [{**r.model_dump(), **r.derived()} for r in list(self.journal.recent)[-limit:]]
         self.set_header("Content-Type", "application/json")
         self.finish({"user": self.journal.user, "runs": runs[::-1]})
-
-
-class _Families:
-    def __init__(self, figures: Any) -> None:
-        self.figures = figures
-
-    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
-        yield from analysis_families(self.figures)
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
