@@ -188,3 +188,47 @@ def test_kpis_and_metrics_carry_accounting(facility: Ledger) -> None:
         (("infrastructure", "htcondor"), ("user", ALICE)), (("infrastructure", "kubernetes"), ("user", ALICE))}
     assert samples[("af_accounting_user_series_dropped", ())] == 1
     assert samples[("af_accounting_batch_jobs_total", (("status", "removed"),))] == 1
+
+
+def test_rules_are_tried_in_order_with_templates_and_known_users() -> None:
+    from af_metrics.accounting.attribution import Attributor
+    from af_metrics.accounting.settings import AttributionRule
+    from af_metrics.sources.htcondor import job_from_ad
+    from test_htcondor import job_ad
+
+    rules = (
+        AttributionRule(name="hub-user-attribute", source="htcondor", attribute="HubUser"),
+        AttributionRule(name="owner", source="htcondor", attribute="Owner", user="{user}@fnal.gov", known_only=True),
+        *DEFAULT_RULES,
+    )
+    attr = Attributor(rules, known_users=["dave@fnal.gov", ALICE], pod_users={"jupyter-x": "xavier"})
+    names = ["HubUser", "Owner", "AccountingGroup"]
+
+    def who(**ad: object) -> tuple:
+        a = attr.job(job_from_ad(job_ad(1, **ad), final=True, observed_at=T0, attributes=names))
+        return a.user, a.rule, a.pod
+
+    assert who(HubUser="carol", Owner="dave") == ("carol", "hub-user-attribute", None)  # first rule wins; a new user
+    assert who(Owner="dave") == ("dave@fnal.gov", "owner", None)
+    assert who(Owner="eve", AccountingGroup=f"cms.other.coffea.{ALICE_POD}") == (ALICE, "group-names-pod", ALICE_POD)  # eve unknown
+    assert who(Owner="eve", AccountingGroup="cms.other.coffea.jupyter-x") == ("xavier", "group-names-pod", "jupyter-x")  # pod map
+    assert who(Owner="eve", AccountingGroup="cms.other.coffea.jupyter-nobody") == (None, None, "jupyter-nobody")
+    assert who(Owner="eve") == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("rule", "needle"),
+    [
+        ('name = "r"\nsource = "htcondor"\nattribute = "Owner"\npattern = "(.+)"\n', "needs exactly one of the groups"),
+        ('name = "r"\nsource = "kubernetes"\nattribute = "Owner"\n', "kubernetes attribute must be"),
+        ('name = "r"\nsource = "htcondor"\nattribute = "Owner"\npattern = "(?P<user>["\n', "bad regular expression"),
+    ],
+)
+def test_a_bad_rule_is_one_line(tmp_path: Path, rule: str, needle: str) -> None:
+    from af_metrics.config import ConfigError, load_settings
+
+    cfg = tmp_path / "af.toml"
+    cfg.write_text("[[accounting.rules]]\n" + rule)
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    assert needle in str(err.value) and "\n" not in str(err.value)
