@@ -3,7 +3,9 @@ local facility (a real JupyterHub, two users' real Dask LocalClusters, ``af-metr
 
 One module-scoped setup drives activity while Prometheus scrapes every second: two spawns that
 succeed and one that fails, tasks that err on bob's cluster, an analysis run pushed with alice's
-server token, requests the hub answers with 404. The tests then ask Prometheus over its HTTP
+server token, requests the hub answers with 404. Before that, an HTCondor history (ClassAds
+written by the ClassAd library: a batch job of alice's pod among other people's) is ingested,
+so that the accounting families are in af-metrics' /metrics too. The tests then ask Prometheus over its HTTP
 API for per-user series and recording-rule results, check that every metric name the rules
 and dashboards use appears in live scrapes, and run every dashboard query.
 """
@@ -24,14 +26,19 @@ import yaml
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from af_metrics.accounting.ingest import ingest_history
+from af_metrics.accounting.settings import DEFAULT_RULES
 from af_metrics.cli import cli
 from af_metrics.coffea.push import PUSH_PATH
+from af_metrics.discovery.hub import escape
+from af_metrics.ledger.store import Ledger
 from af_metrics.grafana.dashboards import build_all, expressions
 from af_metrics.promconfig.rules import SPAWN_FAILURE_RATIO, SPAWN_P95, alerting_rules, recording_rules
 from conftest import wait_until
 from dask_support import PrometheusServer, UserCluster, write_targets
 from facility import ServeProcess, hub_env
 from test_analysis_facility import sample_record, server_token
+from test_htcondor import HISTORY, finished, text
 
 promql_parser = pytest.importorskip("promql_parser")
 distributed = pytest.importorskip("distributed")
@@ -88,6 +95,20 @@ def _fail_tasks(scheduler: str) -> None:
         assert all(f.status == "error" for f in futures)
 
 
+def _ingest_batch_history(ledger_url: str, alice: str, base: Path) -> None:
+    """A batch job of alice's pod (so hers), plus test_htcondor's history of nobody known here."""
+    ledger = Ledger.open(ledger_url)
+    try:
+        with ledger.begin() as conn:
+            ledger.user_ids(conn, [alice], time.time())
+        ads = [*HISTORY, finished(201, "2026-10-20T08:00", "2026-10-20T12:00", 4, 10 * 3600.0, f"jupyter-{escape(alice)}")]
+        (base / "history.ads").write_text(text(ads, "file"))
+        with (base / "history.ads").open() as history:
+            ingest_history(ledger, history, DEFAULT_RULES, time.time())
+    finally:
+        ledger.engine.dispose()
+
+
 @pytest.fixture(scope="module")
 def live(facility, tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[Live]:  # noqa: ANN001, C901
     base = tmp_path_factory.mktemp("prom-live")
@@ -106,7 +127,9 @@ def live(facility, tmp_path_factory: pytest.TempPathFactory, artifacts: Path) ->
         facility.driver.start_server(users["alice"])  # before scraping: its token pushes the analysis run
         facility.driver.wait_ready(users["alice"])
 
-        env = hub_env(facility, f"sqlite:///{base / 'ledger.db'}", poll_interval=1, user_sweep_interval=5,
+        ledger_url = f"sqlite:///{base / 'ledger.db'}"
+        _ingest_batch_history(ledger_url, users["alice"], base)
+        env = hub_env(facility, ledger_url, poll_interval=1, user_sweep_interval=5,
                       dask_static_file=targets, dask_interval=1)
         serve = ServeProcess(env, base / "serve.log")
         af_url = f"http://127.0.0.1:{serve.port}"
@@ -115,6 +138,11 @@ def live(facility, tmp_path_factory: pytest.TempPathFactory, artifacts: Path) ->
                             headers={"Authorization": f"token {server_token(facility, users['alice'])}"}, timeout=10)
         assert pushed.status_code == 201, pushed.text
 
+        def not_found() -> None:
+            httpx.get(f"{facility.hub_url}/hub/api/users/nobody-{tag}",
+                      headers={"Authorization": f"token {facility.af_token}"}, timeout=10)
+
+        not_found()  # before scraping: rate() cannot see the first increment of a new series
         token = base / "hub-token"
         token.write_text(facility.af_token)
         _generate(base / "gen", "prometheus", "config", "--hub-url", facility.hub_url, "--hub-token-file", str(token),
@@ -142,8 +170,7 @@ def live(facility, tmp_path_factory: pytest.TempPathFactory, artifacts: Path) ->
                    what="carol's spawn to fail")
         _fail_tasks(bob_cluster.scheduler)
         for _ in range(NOT_FOUND_REQUESTS):
-            httpx.get(f"{facility.hub_url}/hub/api/users/nobody-{tag}",
-                      headers={"Authorization": f"token {facility.af_token}"}, timeout=10)
+            not_found()
         live = Live(prom, facility.hub_url, facility.af_token, users, walls)
         # settled: af-metrics sampled bob's erred tasks and Prometheus recorded the spawns
         wait_until(lambda: live.value(f'sum(af_dask_tasks_erred_total{{user="{users["bob"]}"}})') == ERRED_TASKS,
@@ -265,6 +292,8 @@ def test_per_user_series(live: Live) -> None:
     ) == ERRED_TASKS
     # the analysis run pushed with alice's token
     assert live.value(f'sum(af_analysis_events_total{{user="{alice}"}})') == 1000
+    # the batch job of alice's pod: 4 cores for 4 hours
+    assert live.value(f'sum(af_user_core_seconds_total{{user="{alice}",infrastructure="htcondor"}})') == 4 * 4 * 3600
 
 
 def test_recording_rules(live: Live) -> None:
