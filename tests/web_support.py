@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+import pytest
 
 from af_metrics.coffea.record import CHUNK_EVENTS_BOUNDS, CHUNK_SECONDS_BOUNDS, RunRecord
 from af_metrics.demo.facility import AF_SERVICE, LocalFacility
@@ -22,6 +26,9 @@ from af_metrics.ledger.analysis import store_run
 from af_metrics.ledger.dask import record_cycle
 from af_metrics.ledger.store import Ledger, SessionRecord, SpawnRecord
 from af_metrics.sources.dask import SchedulerSample
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 TOKENS_SERVICE = "web-test-tokens"
 ADMIN_GROUP = "facility-ops"
@@ -109,3 +116,46 @@ def seed_usage(ledger: Ledger, now: float | None = None) -> float:
             record = _run(now - (1 + k) * day, events, wall, threads)
             assert store_run(ledger, user, record, record.ended)
     return now
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's headless Chromium driven by Playwright (whose own browser downloads are never used)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install 'af-metrics[browser]'")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class PageWatch:
+    """Console errors and uncaught exceptions of a page, and every request it made."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        page.on("console", lambda m: self.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+        page.on("request", lambda r: self.requests.append(r.url))
+
+
+def chart_states(page: Page) -> dict[str, dict]:
+    """Per drawn figure: Plotly trace types, points in the first trace, or table rows."""
+    return page.evaluate("""() => Object.fromEntries(Array.from(document.querySelectorAll('.plot')).map(el => {
+        const name = (el.closest('[data-figure]') || el).dataset.figure || el.id.replace('plot-', '');
+        const traces = el.data || [];
+        const first = traces[0] || {};
+        const points = first.type === 'heatmap' ? first.z.flat().filter(v => v !== null).length
+                                                : (first.y || []).filter(v => v !== null).length;
+        return [name, {types: traces.map(t => t.type), points: points, svg: !!el.querySelector('.main-svg'),
+                       tableRows: el.querySelectorAll('tbody tr').length, text: el.textContent.slice(0, 60)}];
+    }))""")

@@ -17,7 +17,7 @@ from typing import Any
 from af_metrics import __version__
 from af_metrics.figures import compute_figures, resolve_range
 from af_metrics.kpis import period_report
-from af_metrics.kpis.periods import iso_day
+from af_metrics.kpis.periods import Period, iso_day
 from af_metrics.ledger.store import Ledger
 from af_metrics.report import human
 from af_metrics.web.assets import STATIC, plotly_js, templates
@@ -28,13 +28,13 @@ def _inline(text: str) -> str:
     return text.replace("</", "<\\/")
 
 
-def render_html_report(ledger: Ledger, **period: Any) -> str:
-    """The HTML of the report for ``from``/``to``/``period`` (KPIError on a bad range)."""
+def render_html_report(ledger: Ledger, **period: Any) -> tuple[str, Period]:
+    """The HTML of the report for ``from``/``to``/``period`` and its range (KPIError on a bad range)."""
     report = period_report(ledger, **period)
     p, by = resolve_range(ledger, period.get("from"), period.get("to"), period.get("period"), None)
     figures = compute_figures(ledger, "facility", p, by)
     label = period.get("period") or f"{iso_day(p.first)} to {iso_day(p.last)}"
-    return templates.get_template("report.html").render(
+    html = templates.get_template("report.html").render(
         title=f"Facility usage, {label}",
         first=iso_day(p.first), last=iso_day(p.last), timezone=ledger.tz, by=by, version=__version__,
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -45,11 +45,13 @@ def render_html_report(ledger: Ledger, **period: Any) -> str:
         plotly_js=_inline(plotly_js().decode()),
         charts_js=_inline((STATIC / "charts.js").read_text()),
     )
+    return html, p
 
 
-def write_html_report(ledger: Ledger, path: str | Path, **period: Any) -> int:
-    """Write the report to ``path`` whole or not at all; returns its size in bytes."""
-    html = render_html_report(ledger, **period).encode()
+def write_html_report(ledger: Ledger, path: str | Path, **period: Any) -> dict:
+    """Write the report to ``path`` whole or not at all; say what was written."""
+    text, p = render_html_report(ledger, **period)
+    html = text.encode()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -57,4 +59,4 @@ def write_html_report(ledger: Ledger, path: str | Path, **period: Any) -> int:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return len(html)
+    return {"path": str(path), "from": iso_day(p.first), "to": iso_day(p.last), "bytes": len(html)}

@@ -11,6 +11,7 @@ from af_metrics.cli.common import open_ledger, settings
 from af_metrics.kpis import KPIError, compute_kpi, kpi_catalogue, period_report
 from af_metrics.kpis.periods import BY_CHOICES
 from af_metrics.report import FORMATS, write_catalogue, write_kpi, write_report
+from af_metrics.report_html import write_html_report
 
 
 def range_options(fn: Callable) -> Callable:
@@ -51,11 +52,20 @@ def kpi(ctx: click.Context, name: str | None, list_: bool, by: str | None, fmt: 
 
 @click.command("report")
 @range_options
+@click.option("--html", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Instead, write one self-contained HTML file with the charts (to send or archive).")
 @click.pass_context
-def report(ctx: click.Context, fmt: str, **period: Any) -> None:
+def report(ctx: click.Context, fmt: str, html: str | None, **period: Any) -> None:
     """Every KPI for a period: headline figures, top profiles, retention, hour-of-week heat map."""
     ledger = open_ledger(settings(ctx))
     try:
+        if html:
+            try:
+                written = _run(write_html_report, ledger, html, **period)
+            except OSError as exc:
+                raise click.ClickException(f"cannot write {html}: {exc.strerror or exc}") from None
+            click.echo(f"wrote {written['path']}: {written['from']}..{written['to']}, {written['bytes'] / 1e6:.1f} MB")
+            return
         result = _run(period_report, ledger, **period)
     finally:
         ledger.engine.dispose()
