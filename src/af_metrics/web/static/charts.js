@@ -43,7 +43,8 @@
           type: "bar", orientation: "h", name: fig.labels[name] || name, y: labels, x: column(fig, name),
         }));
       case "line":
-        return fig.plot.map((name) => Object.assign(series(name, "scatter"), { mode: "lines", connectgaps: false }));
+        // markers too: a bucket between two empty ones (no spawns, no runs) is still seen
+        return fig.plot.map((name) => Object.assign(series(name, "scatter"), { mode: "lines+markers", marker: { size: 5 }, connectgaps: false }));
       default: // bar, stacked: bars on the left axis, secondary columns as lines on the right
         return fig.plot.map((name) => (onRight(name)
           ? Object.assign(series(name, "scatter"), { mode: "lines+markers" })
@@ -82,7 +83,7 @@
       barmode: fig.chart === "stacked" ? "stack" : "group",
       xaxis: { type: DATE_BUCKETS.has(fig.by) ? "date" : "category" },
       yaxis: { title: { text: fig.unit }, rangemode: "tozero", tickformat: percent ? ".0%" : "" },
-      yaxis2: { title: { text: fig.secondary_unit }, overlaying: "y", side: "right", rangemode: "tozero", showgrid: false },
+      yaxis2: { title: { text: fig.secondary_unit }, overlaying: "y", side: "right", rangemode: "tozero", showgrid: false, tickmode: "auto" },
     });
   }
 
