@@ -224,3 +224,15 @@ def test_cli_ingests_a_file_and_refuses_a_bad_one_whole(tmp_path: Path) -> None:
     assert snapshot(Ledger.open(url)) == before
     usage = runner.invoke(cli, ["--ledger", url, "accounting", "ingest-history"])
     assert usage.exit_code == 2 and "give a history FILE or --schedd" in usage.output
+
+
+def test_unreachable_schedd_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    from conftest import free_port
+
+    cfg = tmp_path / "af.toml"
+    cfg.write_text(f'[accounting]\npool = "127.0.0.1:{free_port()}"\n')
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "--ledger", url, "accounting", "ingest-history", "--schedd"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == ["Error: schedd: cannot locate schedd (local): Failed communication with collector."]
+    assert snapshot(Ledger.open(url)) == []
