@@ -27,6 +27,7 @@ from pathlib import Path
 import awkward as ak
 import coffea
 import numpy as np
+import platformdirs
 import uproot
 from coffea import processor
 from coffea.nanoevents import NanoAODSchema
@@ -37,7 +38,7 @@ from af_metrics.coffea.examples import DimuonZPeak
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "data" / "nanoaod"
-CACHE = REPO / "bench" / ".cache"
+CACHE = Path(platformdirs.user_cache_dir("af-metrics")) / "bench"
 RESULTS = REPO / "bench" / "results"
 MUON = ("pt", "eta", "phi", "mass", "charge", "tightId", "pfRelIso04_all")
 EVENT_ID = ("run", "luminosityBlock", "event")
