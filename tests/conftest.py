@@ -137,9 +137,10 @@ def facility(tmp_path_factory: pytest.TempPathFactory, artifacts: Path):
     from af_metrics.demo.facility import LocalFacility
     from af_metrics.sources.jupyterhub import REQUIRED_SCOPES
 
+    # read:users implies read:users:activity in JupyterHub: lacking the latter means lacking both
     narrow = {
-        f"no-{scope.replace(':', '-')}": [s for s in REQUIRED_SCOPES if s != scope]
-        for scope in ("read:metrics", "read:users:activity")
+        "no-read-metrics": [s for s in REQUIRED_SCOPES if s != "read:metrics"],
+        "no-read-users-activity": [s for s in REQUIRED_SCOPES if s not in ("read:users", "read:users:activity")],
     }
     fac = LocalFacility(workdir=tmp_path_factory.mktemp("facility"), proxy=_proxy(), extra_services=narrow)
     try:
