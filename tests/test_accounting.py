@@ -133,6 +133,14 @@ def test_export_records_add_up_and_pseudonymise(facility: Ledger, tmp_path: Path
     names = {r["GlobalUserName"] for r in doc["records"]}
     assert expected in names and len(doc["records"]) == len(records)
 
+    totals = ["--ledger", url, "accounting", "totals", "--period", DAY, "--by", "day"]
+    shown = runner.invoke(cli, [*totals, "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    day = {r["user"]: r for r in json.loads(shown.output)}
+    assert day[ALICE]["core_hours"] == pytest.approx(22) and day[ALICE]["dask_core_hours"] == pytest.approx(16, rel=0.01)
+    table = runner.invoke(cli, totals)
+    assert table.exit_code == 0 and f"{DAY}   {ALICE}" in table.output
+
 
 @pytest.mark.parametrize(
     ("args", "code", "message"),

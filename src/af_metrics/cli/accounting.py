@@ -9,6 +9,7 @@ import sys
 import time
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -18,6 +19,7 @@ from af_metrics.accounting.totals import usage_totals
 from af_metrics.cli.common import open_ledger, settings
 from af_metrics.cli.history import _progress
 from af_metrics.kpis.periods import BY_CHOICES, PeriodError, parse_period, resolve
+from af_metrics.report import human
 from af_metrics.sources.htcondor import HistoryError, Schedd
 from af_metrics.sources.kubernetes import HOUR, PrometheusError, hours_between
 from af_metrics.timeutil import iso, parse_timestamp
@@ -151,21 +153,26 @@ def totals_command(ctx: click.Context, period: str | None, from_: str | None, to
         _table(rows, by_group)
 
 
+TABLE_COLUMNS = (  # (column, header, unit for report.human); --format csv|json has every column
+    ("core_hours", "core-h", "h"), ("notebook_core_hours", "notebook", "h"), ("pod_core_hours", "pods", "h"),
+    ("batch_core_hours", "batch", "h"), ("batch_cpu_efficiency", "batch eff.", "ratio"), ("batch_jobs", "jobs", "n"),
+    ("dask_core_hours", "dask (beside)", "h"), ("gpu_hours", "GPU-h", "h"),
+)
+
+
 def _table(rows: list[dict], by_group: bool) -> None:
-    columns = ["period", "user", *(["group"] if by_group else []), "core_hours", "notebook_core_hours", "pod_core_hours",
-               "batch_core_hours", "batch_cpu_efficiency", "batch_jobs", "dask_core_hours", "gpu_hours", "memory_gib_hours"]
-    table = Table(*columns)
+    table = Table(box=box.SIMPLE_HEAD)
+    keys = ["period", "user", *(["group"] if by_group else [])]
+    for key in keys:
+        table.add_column(key, no_wrap=True)
+    for _, header, _ in TABLE_COLUMNS:
+        table.add_column(header, justify="right", overflow="fold")
     for r in rows:
-        table.add_row(*(_cell(c, r[c]) for c in columns))
-    Console().print(table)
-
-
-def _cell(column: str, value: object) -> str:
-    if value is None:
-        return "(unattributed)" if column == "user" else "-"
-    if isinstance(value, float):
-        return f"{value:.1%}" if column == "batch_cpu_efficiency" else f"{value:,.2f}"
-    return str(value)
+        labels = [str(r[k]) if r[k] is not None else "(unattributed)" for k in keys]
+        table.add_row(*labels, *(human(r[c], unit) for c, _, unit in TABLE_COLUMNS))
+    console = Console(width=None if sys.stdout.isatty() else 200)  # a file or pipe gets whole lines
+    console.print(table)
+    console.print("core-h = notebook + pods + batch (allocated cores x hours); Dask core-hours are shown beside, never added.", style="dim")
 
 
 @accounting.command("export")
