@@ -133,21 +133,20 @@ class LedgerView:
         with self.ledger.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
-    def sessions(self) -> list[dict]:
+    def _per_user(self, table: sa.Table) -> list[dict]:
+        """Rows of ``table`` (sessions or spawns) of our users, with the user's name."""
         return self._rows(
-            sa.select(users.c.name.label("user"), sessions)
-            .join(users, users.c.id == sessions.c.user_id)
+            sa.select(users.c.name.label("user"), table)
+            .join(users, users.c.id == table.c.user_id)
             .where(users.c.name.in_(self.names))
-            .order_by(users.c.name, sessions.c.server, sessions.c.started)
+            .order_by(users.c.name, table.c.server, table.c.started)
         )
 
+    def sessions(self) -> list[dict]:
+        return self._per_user(sessions)
+
     def spawns(self) -> list[dict]:
-        return self._rows(
-            sa.select(users.c.name.label("user"), spawns)
-            .join(users, users.c.id == spawns.c.user_id)
-            .where(users.c.name.in_(self.names))
-            .order_by(users.c.name, spawns.c.server, spawns.c.started)
-        )
+        return self._per_user(spawns)
 
     def users(self) -> dict[str, dict]:
         return {r["name"]: r for r in self._rows(sa.select(users).where(users.c.name.in_(self.names)))}

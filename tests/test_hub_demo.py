@@ -20,15 +20,24 @@ from conftest import _proxy
 pytestmark = pytest.mark.hub
 
 
+def _demo(*args: str, proxy: str | None, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AF_METRICS_", "JUPYTERHUB_"))}
+    if proxy:
+        env["AF_METRICS_CHP"] = proxy
+    return subprocess.run([sys.executable, "-m", "af_metrics", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_demo_without_the_proxy_says_how_to_get_it(tmp_path: Path) -> None:
+    result = _demo("demo", proxy=str(tmp_path / "configurable-http-proxy"), timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: configurable-http-proxy not found: npm install configurable-http-proxy (or set AF_METRICS_CHP to its path)"
+    ]
+
+
 def test_demo_runs_and_reports_activity(tmp_path: Path, artifacts: Path) -> None:
     url = f"sqlite:///{tmp_path / 'demo.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AF_METRICS_", "JUPYTERHUB_"))}
-    if _proxy():
-        env["AF_METRICS_CHP"] = _proxy()
-    result = subprocess.run(
-        [sys.executable, "-m", "af_metrics", "--ledger", url, "demo", "--users", "3", "--seconds", "60"],
-        env=env, capture_output=True, text=True, timeout=180,
-    )
+    result = _demo("--ledger", url, "demo", "--users", "3", "--seconds", "60", proxy=_proxy())
     (artifacts / "demo-output.txt").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
     assert result.returncode == 0, result.stderr[-3000:]
 

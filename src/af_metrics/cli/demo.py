@@ -7,12 +7,15 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 from rich.console import Console
 
 from af_metrics.cli.common import open_ledger, settings
+from af_metrics.demo.facility import FacilityError, LocalFacility
 
 
 def _interrupt(*_: object) -> None:
@@ -38,59 +41,60 @@ def demo(ctx: click.Context, n_users: int, seconds: float, keep_running: bool) -
     Needs configurable-http-proxy (npm install configurable-http-proxy). The ledger is a new
     SQLite file in a temporary directory unless --ledger is given.
     """
-    from af_metrics.demo.facility import FacilityError, LocalFacility
     from af_metrics.demo.run import BackgroundCollection, drive_activity, print_kpis, today_report
 
     for noisy in ("httpx", "alembic"):  # one line per request would bury the progress display
         logging.getLogger(noisy).setLevel(logging.WARNING)
     console = Console(stderr=True)
-    ledger_url = (ctx.find_root().obj or {}).get("ledger") or (
-        f"sqlite:///{Path(tempfile.mkdtemp(prefix='af-metrics-demo-')) / 'ledger.db'}"
-    )
     for sig in (signal.SIGINT, signal.SIGTERM):  # clean up on kill as on Ctrl-C (even if SIGINT was ignored)
         signal.signal(sig, _interrupt)
     try:
-        facility = LocalFacility()
-    except FacilityError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
-        with console.status("starting JupyterHub and configurable-http-proxy"):
-            facility.start()
-    except FacilityError as exc:
-        facility.stop()
-        raise click.ClickException(str(exc)) from None
-    except BaseException:
-        facility.stop()
-        raise
-    try:
-        cfg = settings(
-            ctx, hub_url=facility.hub_url, hub_api_token=facility.af_token, poll_interval=1.0, user_sweep_interval=10.0
-        ).model_copy(update={"ledger": ledger_url})
-        if keep_running:
-            _check_port_free(cfg.bind, cfg.port)
-        ledger = open_ledger(cfg)
-        console.print(f"JupyterHub at {facility.public_url} (log in with any name); ledger {ledger_url}")
-        collection = BackgroundCollection(cfg, ledger, serve_http=keep_running)
-        collection.start()
-        try:
-            drive_activity(facility, collection, n_users, seconds, console)
-            print_kpis(today_report(ledger, cfg.timezone), Console())
+        with _facility(console) as facility:
+            ledger_url = (ctx.find_root().obj or {}).get("ledger") or (
+                f"sqlite:///{Path(tempfile.mkdtemp(prefix='af-metrics-demo-')) / 'ledger.db'}"
+            )
+            cfg = settings(
+                ctx, hub_url=facility.hub_url, hub_api_token=facility.af_token, poll_interval=1.0, user_sweep_interval=10.0
+            ).model_copy(update={"ledger": ledger_url})
             if keep_running:
-                console.print(
-                    f"af-metrics serving on http://{cfg.bind}:{cfg.port}/metrics; "
-                    f"hub at {facility.public_url}. Ctrl-C to stop."
-                )
-                while collection.running:
-                    time.sleep(0.5)
-        finally:
-            collection.stop()
-        if collection.error is not None:
-            raise click.ClickException(f"the collector failed: {collection.error}")
+                _check_port_free(cfg.bind, cfg.port)
+            ledger = open_ledger(cfg)
+            console.print(f"JupyterHub at {facility.public_url} (log in with any name); ledger {ledger_url}")
+            collection = BackgroundCollection(cfg, ledger, serve_http=keep_running)
+            collection.start()
+            try:
+                drive_activity(facility, collection, n_users, seconds, console)
+                print_kpis(today_report(ledger, cfg.timezone), Console())
+                if keep_running:
+                    console.print(
+                        f"af-metrics serving on http://{cfg.bind}:{cfg.port}/metrics; "
+                        f"hub at {facility.public_url}. Ctrl-C to stop."
+                    )
+                    while collection.running:
+                        time.sleep(0.5)
+            finally:
+                collection.stop()
+            if collection.error is not None:
+                raise click.ClickException(f"the collector failed: {collection.error}")
+    except FacilityError as exc:
+        raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         console.print("interrupted")
         raise click.Abort() from None
+
+
+@contextmanager
+def _facility(console: Console) -> Iterator[LocalFacility]:
+    """The running facility; stopped whatever happens (a second Ctrl-C does not cut the clean-up short)."""
+    facility = LocalFacility()
+    try:
+        with console.status("starting JupyterHub and configurable-http-proxy"):
+            facility.start()
+        yield facility
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         with console.status("stopping the facility"):
             facility.stop()
+
 
 COMMANDS = [demo]

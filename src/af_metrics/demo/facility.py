@@ -205,14 +205,6 @@ class LocalFacility:
                 pass
             proxy_pid.unlink(missing_ok=True)
 
-    def restart_hub(self) -> None:
-        self.stop_hub()
-        self.start_hub()
-
-    @property
-    def hub_running(self) -> bool:
-        return self._hub is not None and self._hub.poll() is None
-
     # -- single-user server processes -----------------------------------------------------
 
     def server_pids(self) -> dict[int, str]:
