@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from facility import LedgerView, af_metrics, hub_env
 
 from af_metrics.ledger.store import Ledger
+from af_metrics.sources.jupyterhub import REQUIRED_SCOPES, missing_scopes
 
 pytestmark = pytest.mark.hub
 
@@ -17,6 +19,13 @@ def _one_line_failure(result) -> str:  # noqa: ANN001 - CompletedProcess
     assert result.returncode != 0, result.stdout
     assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
     return lines[0]
+
+
+def test_af_metrics_token_is_least_privilege(hub) -> None:  # noqa: ANN001
+    me = httpx.get(f"{hub.hub_url}/hub/api/user", headers={"Authorization": f"token {hub.af_token}"}, timeout=10).json()
+    assert missing_scopes(me["scopes"]) == []
+    assert {s.split("!")[0] for s in me["scopes"]} <= {*REQUIRED_SCOPES, "read:users:name", "read:users:groups"}
+    assert httpx.get(f"{hub.hub_url}/hub/metrics", timeout=10).status_code == 403  # metrics need a token
 
 
 def test_good_token_collects(hub, tmp_path: Path) -> None:  # noqa: ANN001

@@ -97,9 +97,8 @@ class LocalFacility:
         self.run_dir = self.workdir / "run"
         self.log_path = self.workdir / "jupyterhub.log"
         self.hub_port, self.public_port, self.proxy_api_port = free_port(), free_port(), free_port()
-        scopes = {AF_SERVICE: list(REQUIRED_SCOPES), DRIVER_SERVICE: DRIVER_SCOPES, **(extra_services or {})}
-        self.scopes = scopes
-        self.tokens = {name: secrets.token_hex(32) for name in scopes}
+        self.scopes = {AF_SERVICE: list(REQUIRED_SCOPES), DRIVER_SERVICE: DRIVER_SCOPES, **(extra_services or {})}
+        self.tokens = {name: secrets.token_hex(32) for name in self.scopes}
         self.spawner_poll_interval = spawner_poll_interval
         self.service_options = service_options or {}
         self.extra_config = extra_config
