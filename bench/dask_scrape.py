@@ -225,10 +225,11 @@ def main() -> None:
     result = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
         "targets": args.targets, "metrics_bytes": len(metrics), "af_metrics": af, "prometheus": prom,
+        "load_avg_1m": os.getloadavg()[0],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"dask-scrape-{result['date'].replace(':', '')}.json").write_text(json.dumps(result, indent=1))
-    print(f"{args.targets:,} scheduler endpoints on loopback, /metrics of {len(metrics):,} bytes; {result['machine']['nproc']} cores, {result['machine']['cpu']}")
+    print(f"{args.targets:,} scheduler endpoints on loopback, /metrics of {len(metrics):,} bytes; {result['machine']['nproc']} cores, {result['machine']['cpu']}, load average {result['load_avg_1m']:.1f}")
     print("| scraper | requests/target | one read, p50 / p99 | whole cycle wall | CPU per target | RSS |")
     print("| --- | --- | --- | --- | --- | --- |")
     print(f"| af-metrics (cycle of {args.targets:,}, concurrency 64) | 2 | {af['target_p50_ms']:.1f} / {af['target_p99_ms']:.1f} ms | "

@@ -34,6 +34,17 @@ def dask_settings(ledger_url: str, static_file: Path, **overrides: object) -> Se
     return Settings(ledger=ledger_url, dask_static_file=str(static_file), **overrides)  # type: ignore[arg-type]
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Terminate, then kill if it does not exit in time (bounded)."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 class SamplerThread:
     """``DaskCollector.run`` on an event loop of its own, stopped on exit (bounded join)."""
 
@@ -97,11 +108,10 @@ class UserCluster:
                 self.proc.stdin.flush()  # type: ignore[union-attr]
             except (BrokenPipeError, OSError):
                 pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stop_process(self.proc)
         self._log.close()
         return down
 
@@ -139,12 +149,7 @@ class PrometheusServer:
         return answer["data"]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc)
         self._log.close()
 
 

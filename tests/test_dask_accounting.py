@@ -60,6 +60,15 @@ def test_restart_closes_the_run_and_counts_the_new_runs_counters_from_zero() -> 
     assert [(p.start, p.end) for p in pieces] == [(T0 + S, T0 + S + S / 2), (T0 + 15, T0 + 2 * S)]
 
 
+def test_reads_in_consecutive_slow_cycles_continue_the_run() -> None:
+    st = TargetState(id=1, user_id=1)
+    advance(st, sample(T0), T0, S)
+    pieces, _ = advance(st, sample(T0 + 5 * S), T0 + 5 * S, S, previous_cycle=T0)  # the sampler was slow
+    assert st.run == T0 - S / 2 and core_seconds(pieces) == pytest.approx(4 * 5 * S)
+    pieces, _ = advance(st, sample(T0 + 10 * S), T0 + 10 * S, S, previous_cycle=T0 + 6 * S)  # missed a cycle
+    assert st.run == T0 + 10 * S - S / 2  # a gap of 5 intervals: a new run
+
+
 def test_replayed_reads_change_nothing() -> None:
     st = TargetState(id=1, user_id=1)
     advance(st, sample(T0), T0, S)
@@ -115,7 +124,7 @@ def test_dask_kpis(ledger) -> None:  # noqa: ANN001
         SessionRecord(u, "", None, T0 - 600, T0 + 600, "imported") for u in ("alice", "bob", "dave")
     ], now=T0 + 3600)
     _cycles(ledger, T0, T0 + 600)
-    for t in (T0 + 700, T0 + 710, T0 + 720, T0 + 730):  # let alice's run close
+    for t in (T0 + 610, T0 + 620, T0 + 630, T0 + 640):  # absent: alice's run closes
         record_cycle(ledger, t, [], S)
 
     def kpi(name: str) -> list:

@@ -20,6 +20,7 @@ from af_metrics.discovery.static import StaticFileProvider
 from af_metrics.sources.dask import SchedulerHTTP, ScrapeLimits, scrape
 
 from conftest import free_port, wait_until
+from dask_support import stop_process
 
 GATEWAY_PASSWORD = "not-a-secret"
 
@@ -126,12 +127,7 @@ def gateway(tmp_path: Path):  # noqa: ANN201
         wait_until(answers, 60, 0.3, "dask-gateway")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
         log.close()
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from conftest import free_port, wait_until
-from dask_support import PrometheusServer, UserCluster, metric_value, write_targets
+from dask_support import PrometheusServer, UserCluster, metric_value, stop_process, write_targets
 
 pytestmark = pytest.mark.prometheus
 USERS = ("alice", "bob", "carol")
@@ -72,11 +72,6 @@ def test_prometheus_scrapes_each_users_scheduler_with_user_label(tmp_path: Path)
         if prom is not None:
             prom.stop()
         if serve is not None:
-            serve.terminate()
-            try:
-                serve.wait(30)
-            except subprocess.TimeoutExpired:
-                serve.kill()
-                serve.wait(10)
+            stop_process(serve)
         for cluster in clusters.values():
             cluster.stop()

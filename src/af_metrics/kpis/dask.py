@@ -15,6 +15,15 @@ TOP_USERS = 20
 GB_HOUR = 1e9 * 3600
 
 
+def _by_bucket(q: Query, values: str, table: str) -> list:
+    """``SELECT bucket, <values>`` over the rows of ``table`` (alias ``x``) on the range's days."""
+    sql = (
+        f"SELECT {q.bucket}, {values} FROM {table} x JOIN calendar c ON c.day = x.day"
+        f" WHERE x.day BETWEEN :a AND :b GROUP BY {q.bucket}"
+    )
+    return q.conn.execute(sa.text(sql), q.params).all()
+
+
 @register("dask_adoption", title="Dask adoption", unit="ratio",
           definition="Share of the bucket's active users whose Dask cluster had workers in the bucket.")
 def dask_adoption(q: Query) -> Series:
@@ -35,41 +44,26 @@ def dask_adoption(q: Query) -> Series:
 @register("dask_core_hours", title="Dask core-hours", unit="core-hours", missing=0,
           definition="Worker threads x hours of every user's Dask clusters in the bucket.")
 def dask_core_hours(q: Query) -> Series:
-    sql = (
-        f"SELECT {q.bucket}, SUM(du.core_seconds) / 3600.0 FROM dask_usage du JOIN calendar c ON c.day = du.day"
-        f" WHERE du.day BETWEEN :a AND :b GROUP BY {q.bucket}"
-    )
-    return dict(q.conn.execute(sa.text(sql), q.params).all())
+    return dict(_by_bucket(q, "SUM(x.core_seconds) / 3600.0", "dask_usage"))
 
 
 @register("dask_core_hours_per_user", title="Dask core-hours per Dask user", unit="core-hours",
           definition="Core-hours in the bucket / users whose Dask cluster had workers in the bucket.")
 def dask_core_hours_per_user(q: Query) -> Series:
-    sql = (
-        f"SELECT {q.bucket}, SUM(du.core_seconds) / 3600.0, COUNT(DISTINCT CASE WHEN du.worker_seconds > 0 THEN du.user_id END)"
-        f" FROM dask_usage du JOIN calendar c ON c.day = du.day WHERE du.day BETWEEN :a AND :b GROUP BY {q.bucket}"
-    )
-    return {bucket: hours / users for bucket, hours, users in q.conn.execute(sa.text(sql), q.params) if users}
+    values = "SUM(x.core_seconds) / 3600.0, COUNT(DISTINCT CASE WHEN x.worker_seconds > 0 THEN x.user_id END)"
+    return {bucket: hours / users for bucket, hours, users in _by_bucket(q, values, "dask_usage") if users}
 
 
 @register("dask_erred_task_rate", title="Dask erred-task rate", unit="ratio",
           definition="Dask tasks that erred / tasks that finished (in memory or erred) in the bucket.")
 def dask_erred_task_rate(q: Query) -> Series:
-    sql = (
-        f"SELECT {q.bucket}, SUM(dt.erred), SUM(dt.finished) FROM dask_tasks dt JOIN calendar c ON c.day = dt.day"
-        f" WHERE dt.day BETWEEN :a AND :b GROUP BY {q.bucket}"
-    )
-    return {bucket: erred / finished for bucket, erred, finished in q.conn.execute(sa.text(sql), q.params) if finished}
+    return {bucket: erred / finished for bucket, erred, finished in _by_bucket(q, "SUM(x.erred), SUM(x.finished)", "dask_tasks") if finished}
 
 
 @register("dask_peak_workers", title="Peak concurrent Dask workers", unit="workers",
           definition="Most workers of all users' Dask clusters seen at once (in one sampling cycle) in the bucket.")
 def dask_peak_workers(q: Query) -> Series:
-    sql = (
-        f"SELECT {q.bucket}, MAX(dc.workers) FROM dask_cycles dc JOIN calendar c ON c.day = dc.day"
-        f" WHERE dc.day BETWEEN :a AND :b GROUP BY {q.bucket}"
-    )
-    return dict(q.conn.execute(sa.text(sql), q.params).all())
+    return dict(_by_bucket(q, "MAX(x.workers)", "dask_cycles"))
 
 
 @register("dask_core_hours_by_user", kind="table", periodic=True, title="Dask core-hours by user and period",

@@ -3,16 +3,18 @@
 The estimator. Between two consecutive reads of the same scheduler run, at t0 and t1, workers,
 threads and managed memory are taken to change linearly (equivalently: a change happened at an
 unknown moment, on average half-way), so the interval contributes ``(v0 + v1) / 2 * (t1 - t0)``.
-A run's first read at t extends back by ``min(interval / 2, (t - previous attempt) / 2)`` (and
-never before the scheduler process started); its last read at t extends forward by
-``min(interval / 2, (first failed read - t) / 2)``. So core-seconds = the integral of threads
-over the time workers were seen, and its error is bounded by the sample interval: at most
-``interval / 2`` per change of the thread count and at each end of a run, i.e. for a cluster
-of constant size living L seconds, at most ``threads * interval`` in total (relative error
-``interval / L``), and zero on average.
+A run's first read at t extends back half-way to the previous attempt (never before the
+scheduler process started), its last read forward half-way to the first failed read; when the
+sampler was away in between (the attempt was not in the adjacent cycle), by at most
+``interval / 2``. So core-seconds = the integral of threads over the time workers were seen;
+each change (and each end of a run) is placed half-way between two attempts, so the error is at
+most half the cycle spacing (normally ``interval / 2``) per change, zero on average: for a
+cluster of constant size living L seconds, at most ``threads * interval`` in total (relative
+error ``interval / L``).
 
 A run ends when the scheduler is not read for ``3 * interval`` (failed reads, or absent from
-discovery), or when it restarted: its process start time changed, or its tick or task counters
+discovery; reads in consecutive cycles always continue a run, however slow the
+cycles), or when it restarted: its process start time changed, or its tick or task counters
 went down. Task counters (finished, erred, suspicious) are cumulative per run; their increase
 between reads is booked on the day of the later read. History before the first read of a
 target is unknown and not booked.
@@ -95,44 +97,56 @@ def _restarted(st: TargetState, s: SchedulerSample) -> bool:
     )
 
 
-def _close(st: TargetState, half: float, evidence: float) -> Piece:
-    """End the open run: its last read extends half-way to the evidence of its end (at most half)."""
+def _close(st: TargetState, evidence: float) -> Piece:
+    """End the open run: its last read extends half-way to the evidence of its end."""
     assert st.last_t is not None
-    h = max(0.0, min(half, (evidence - st.last_t) / 2))
+    h = max(0.0, (evidence - st.last_t) / 2)
     w, c, m = st.last_workers or 0, st.last_threads or 0, st.last_memory or 0.0
     st.open, st.first_miss = 0, None
     return Piece(st.last_t, st.last_t + h, w, w, c, c, m, m)
 
 
-def advance(st: TargetState, sample: SchedulerSample | None, at: float, interval: float) -> tuple[list[Piece], tuple[float, float, float]]:
+def advance(
+    st: TargetState, sample: SchedulerSample | None, at: float, interval: float, previous_cycle: float | None = None
+) -> tuple[list[Piece], tuple[float, float, float]]:
     """Apply one read (``sample``, or None for a failed or missing read at ``at``) to ``st``.
 
+    ``previous_cycle`` is when the cycle before this one started: a scheduler read in that cycle
+    too continues its run however long the cycles took (a slow sampler is not a gap).
     Returns the usage pieces and the (finished, erred, suspicious) increases it books.
     """
     half, max_gap = interval / 2, GAP_FACTOR * interval
     pieces: list[Piece] = []
+    # the previous attempt was in the previous cycle: half the time since it is a fair guess;
+    # otherwise the sampler was away, and at most half an interval is assumed
+    consecutive = previous_cycle is not None and st.last_attempt is not None and st.last_attempt >= previous_cycle
     if sample is None:
         if st.last_attempt is not None and at <= st.last_attempt:
             return pieces, (0.0, 0.0, 0.0)
+        if st.open and st.last_t is not None and st.first_miss is None:
+            st.first_miss = at if consecutive else min(at, st.last_t + interval)
         st.last_attempt = at
-        if st.open and st.last_t is not None:
-            st.first_miss = st.first_miss or at
-            if at - st.last_t > max_gap:
-                pieces.append(_close(st, half, st.first_miss))
+        if st.open and st.last_t is not None and st.first_miss is not None and at - st.last_t > max_gap:
+            pieces.append(_close(st, st.first_miss))
         return pieces, (0.0, 0.0, 0.0)
 
     t = sample.observed_at
     if st.last_t is not None and t <= st.last_t:
         return pieces, (0.0, 0.0, 0.0)
     reset = st.last_t is not None and _restarted(st, sample)
-    continuous = bool(st.open) and not reset and st.last_t is not None and t - st.last_t <= max_gap
+    seen_last_cycle = consecutive and st.last_t is not None and st.last_t >= (previous_cycle or 0.0)
+    continuous = bool(st.open) and not reset and st.last_t is not None and (seen_last_cycle or t - st.last_t <= max_gap)
     w, c, m = sample.workers, sample.threads, sample.memory_bytes
     if continuous:
         pieces.append(Piece(st.last_t, t, st.last_workers or 0, w, st.last_threads or 0, c, st.last_memory or 0.0, m))
     else:
         if st.open:
-            pieces.append(_close(st, half, min(st.first_miss or t, t)))
-        lead = half if st.last_attempt is None else max(0.0, min(half, (t - st.last_attempt) / 2))
+            assert st.last_t is not None
+            pieces.append(_close(st, st.first_miss or (t if seen_last_cycle else min(t, st.last_t + interval))))
+        if st.last_attempt is None:
+            lead = half
+        else:
+            lead = max(0.0, (t - st.last_attempt) / 2 if consecutive else min(half, (t - st.last_attempt) / 2))
         if sample.started is not None:
             lead = min(lead, max(0.0, t - sample.started))
         pieces.append(Piece(t - lead, t, w, w, c, c, m, m))
@@ -196,11 +210,12 @@ def record_cycle(
                     new[i : i + 500],
                 )
         states = _load_states(ledger, conn, set(keyed))
+        previous_cycle = conn.execute(sa.select(sa.func.max(dask_cycles.c.t)).where(dask_cycles.c.t < at)).scalar()
         usage: dict[tuple[int, float], list] = {}
         tasks: dict[tuple[int, int], list] = {}
         for key, st in states.items():
             sample = keyed.get(key)
-            pieces, increase = advance(st, sample, at, interval)
+            pieces, increase = advance(st, sample, at, interval, previous_cycle)
             for piece in pieces:
                 for hour_start, day, seconds, ws, cs, ms, mw, mc in spread(piece, ledger.tz):
                     row = usage.setdefault((st.id, hour_start), [st.user_id, day, 0.0, 0.0, 0.0, 0.0, 0, 0])
