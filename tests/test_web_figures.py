@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import io
 import threading
+import time
 
 import pytest
 
@@ -133,6 +134,27 @@ def test_answer_cache_shares_one_computation_and_expires() -> None:
     values = asyncio.run(scenario())
     assert values[:21] == [{"n": 1}] * 21  # 20 concurrent requests and a later one: one computation
     assert values[21:] == [{"n": 2}, {"n": 3}]  # with no reuse time, every request computes
+
+
+def test_answer_cache_serves_the_last_answer_while_it_refreshes() -> None:
+    calls: list[float] = []
+
+    def compute() -> dict:
+        calls.append(time.monotonic())
+        return {"n": len(calls)}
+
+    async def scenario() -> list[dict]:
+        cache = AnswerCache(ttl=0.05)
+        first = (await cache.get(("k",), compute)).value
+        await asyncio.sleep(0.1)  # expired
+        stale = (await cache.get(("k",), compute)).value  # at once, and a refresh starts
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(calls) == 2:
+                break
+        return [first, stale, (await cache.get(("k",), compute)).value]
+
+    assert asyncio.run(scenario()) == [{"n": 1}, {"n": 1}, {"n": 2}]
 
 
 def test_the_range_defaults_to_the_last_30_days(tmp_path) -> None:  # noqa: ANN001

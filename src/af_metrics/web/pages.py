@@ -3,9 +3,9 @@
 Routes live under the service prefix the hub's proxy forwards (``/services/af-metrics/``);
 the JSON API is also served at the root for scripts talking to af-metrics directly. Every
 route here except static files needs a viewer (``web.auth``): a user's own figures, or any
-figure for admins. Answers are computed in a thread and reused for ``web_cache_seconds``;
-identical requests arriving together share one computation, so a page load by many people
-costs one SQL pass per chart.
+figure for admins. Answers are computed on a small thread pool and reused for
+``web_cache_seconds`` (then refreshed behind the last answer); identical requests arriving
+together share one computation, so a page load by many people costs one SQL pass per chart.
 """
 
 from __future__ import annotations
@@ -15,15 +15,21 @@ import gzip
 import hashlib
 import io
 import json
+import logging
+import os
 import re
 import secrets
+import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
 import tornado.web
+from tornado.log import access_log
 
 from af_metrics import __version__
 from af_metrics.config import Settings
@@ -35,44 +41,68 @@ from af_metrics.web.assets import STATIC, plotly_js, plotly_version, templates
 from af_metrics.web.auth import OAuthCallbackHandler, ViewerHandler, WebAuth
 
 CACHE_ENTRIES = 512
+COMPUTE_THREADS = 2  # SQL passes at once (the machine's cores are shared with the collector)
+SLOW_MS = 1000.0  # answers slower than this are logged
+COMPUTE_NICENESS = 10  # refreshes and first computations run behind answered requests
+log = logging.getLogger(__name__)
 FACILITY_FIGURES = [f for f in FIGURES.values() if f.scope == "facility"]
 USER_FIGURES = [f for f in FIGURES.values() if f.scope == "user"]
 
 class Answer:
-    """A computed result with its encodings, made once."""
+    """A computed result with its JSON encoding and ETag, made once."""
 
     def __init__(self, value: dict) -> None:
         self.value = value
         self.json = json.dumps(value, default=str).encode()
+        self.etag = '"' + hashlib.sha256(self.json).hexdigest()[:32] + '"'
 
 
 class AnswerCache:
-    """Answers reused for ``ttl`` seconds (LRU-bounded); one computation per key at a time."""
+    """Answers reused for ``ttl`` seconds, then served stale while one refresh runs behind,
+    so a request waits only for an answer never computed before. LRU-bounded. Computations
+    run on a small pool: a burst of new requests queues instead of starving the event loop."""
 
-    def __init__(self, ttl: float, max_entries: int = CACHE_ENTRIES) -> None:
+    def __init__(self, ttl: float, max_entries: int = CACHE_ENTRIES, workers: int = COMPUTE_THREADS) -> None:
         self.ttl, self.max_entries = ttl, max_entries
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="af-metrics-answers", initializer=_lower_priority)
         self._done: OrderedDict[tuple, tuple[Answer, float]] = OrderedDict()
         self._running: dict[tuple, asyncio.Future] = {}
 
     async def get(self, key: tuple, compute: Callable[[], dict]) -> Answer:
         hit = self._done.get(key)
-        if hit is not None and hit[1] > time.monotonic():
+        if hit is not None:
+            self._done.move_to_end(key)
+            if hit[1] <= time.monotonic() and key not in self._running:
+                self._start(key, compute)  # refresh behind; this request gets the last answer
             return hit[0]
-        running = self._running.get(key)
-        if running is None:
-            running = asyncio.ensure_future(asyncio.to_thread(lambda: Answer(compute())))
-            self._running[key] = running
-            running.add_done_callback(lambda fut: self._finished(key, fut))
+        running = self._running.get(key) or self._start(key, compute)
         return await asyncio.shield(running)
+
+    def _start(self, key: tuple, compute: Callable[[], dict]) -> asyncio.Future:
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, lambda: Answer(compute()))
+        self._running[key] = fut
+        fut.add_done_callback(lambda done: self._finished(key, done))
+        return fut
 
     def _finished(self, key: tuple, fut: asyncio.Future) -> None:
         self._running.pop(key, None)
-        if fut.cancelled() or fut.exception() is not None or self.ttl <= 0:
+        if fut.cancelled():
             return
-        self._done[key] = (fut.result(), time.monotonic() + self.ttl)
-        self._done.move_to_end(key)
-        while len(self._done) > self.max_entries:
-            self._done.popitem(last=False)
+        if fut.exception() is not None:  # waiters get it; a failed refresh keeps the last answer
+            if key in self._done and not isinstance(fut.exception(), KPIError):
+                log.warning("refreshing %s failed: %s", key[:2], fut.exception())
+            return
+        if self.ttl > 0:
+            self._done[key] = (fut.result(), time.monotonic() + self.ttl)
+            self._done.move_to_end(key)
+            while len(self._done) > self.max_entries:
+                self._done.popitem(last=False)
+
+
+def _lower_priority() -> None:
+    """Linux: this computing thread yields the CPU to the threads answering requests."""
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPUTE_NICENESS)
 
 
 # -- JSON / CSV API ----------------------------------------------------------------------------
@@ -80,6 +110,11 @@ class AnswerCache:
 
 class APIHandler(ViewerHandler):
     """Range arguments in, a cached answer out as JSON or (``format=csv``) CSV."""
+
+    _etag: str | None = None
+
+    def compute_etag(self) -> str | None:
+        return self._etag  # the answer's, hashed once (tornado would hash every response body)
 
     def range_args(self) -> dict[str, str | None]:
         return {k: self.get_query_argument(k, None) for k in ("from", "to", "period", "by")}
@@ -104,6 +139,7 @@ class APIHandler(ViewerHandler):
             self.set_header("Content-Disposition", f'attachment; filename="{re.sub(r"[^A-Za-z0-9._-]", "_", filename)}.csv"')
             self.finish(out.getvalue())
             return
+        self._etag = result.etag
         self.set_header("Content-Type", "application/json")
         self.finish(result.json)
 
@@ -288,10 +324,19 @@ def routes(auth: WebAuth) -> list[tuple]:
     return out
 
 
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Access log: errors and slow answers; the rest (scrapes, chart loads) only at debug level."""
+    status, ms = handler.get_status(), 1000.0 * handler.request.request_time()
+    level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO if ms >= SLOW_MS else logging.DEBUG
+    if access_log.isEnabledFor(level):
+        access_log.log(level, "%d %s %s (%s) %.2fms", status, handler.request.method, handler.request.uri, handler.request.remote_ip, ms)
+
+
 def app_settings(settings: Settings) -> dict[str, Any]:
     """Tornado application settings the pages need (the login cookie is signed per process)."""
     return {
         "web_auth": WebAuth(settings),
         "answers": AnswerCache(settings.web_cache_seconds),
         "cookie_secret": secrets.token_bytes(32),
+        "log_function": log_request,
     }
