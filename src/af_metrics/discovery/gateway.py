@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from af_metrics.discovery import DaskTarget, DiscoveryError
+from af_metrics.sources.dask import ScrapeError, read_capped
 
 ANSWER_MAX = 4 * 1024 * 1024
 
@@ -46,18 +47,15 @@ class GatewayProvider:
 
     async def _list(self, client: httpx.AsyncClient, base: str, user: str) -> dict:
         auth = base64.b64encode(f"{user}:{self.password}".encode()).decode()
-        url = f"{base}/api/v1/clusters/?status=running"
         try:
-            async with asyncio.timeout(self.timeout), client.stream("GET", url, headers={"Authorization": f"Basic {auth}"}) as resp:
-                if resp.status_code in (401, 403):
-                    raise DiscoveryError(f"gateway at {base} refused the password for user {user!r} ({resp.status_code})")
-                if resp.status_code != 200:
-                    raise DiscoveryError(f"gateway at {base} answered HTTP {resp.status_code} listing {user!r}'s clusters")
-                body = bytearray()
-                async for chunk in resp.aiter_raw():
-                    body += chunk
-                    if len(body) > ANSWER_MAX:
-                        raise DiscoveryError(f"gateway answer for {user!r} exceeds {ANSWER_MAX} bytes")
+            async with asyncio.timeout(self.timeout):
+                body = await read_capped(
+                    client, f"{base}/api/v1/clusters/?status=running", ANSWER_MAX, headers={"Authorization": f"Basic {auth}"}
+                )
+        except ScrapeError as exc:
+            if exc.status in (401, 403):
+                raise DiscoveryError(f"gateway at {base} refused the password for user {user!r} ({exc.status})") from None
+            raise DiscoveryError(f"gateway at {base}: {exc}") from None
         except TimeoutError:
             raise DiscoveryError(f"gateway at {base} did not answer within {self.timeout:g} s") from None
         except httpx.HTTPError as exc:

@@ -41,6 +41,10 @@ _WANTED_NAMES = frozenset(w.encode() for w in WANTED)
 class ScrapeError(RuntimeError):
     """One scheduler could not be read; the message is one line naming why."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status, when an answer had the wrong one
+
 
 @dataclass(frozen=True, slots=True)
 class ScrapeLimits:
@@ -119,10 +123,13 @@ def parse_counts(body: bytes | bytearray) -> tuple[int, int, float]:
         raise ScrapeError(f"unusable /json/counts.json: {str(exc)[:120]}") from None
 
 
-async def _read(client: httpx.AsyncClient, url: str, body_max: int, lines_max: int | None) -> bytearray:
-    async with client.stream("GET", url) as resp:
+async def read_capped(
+    client: httpx.AsyncClient, url: str, body_max: int, lines_max: int | None = None, headers: dict | None = None
+) -> bytearray:
+    """The body of a 200 answer, streamed; ScrapeError past ``body_max`` bytes or ``lines_max`` lines."""
+    async with client.stream("GET", url, headers=headers) as resp:
         if resp.status_code != 200:
-            raise ScrapeError(f"{url} answered HTTP {resp.status_code}")
+            raise ScrapeError(f"{url} answered HTTP {resp.status_code}", resp.status_code)
         body = bytearray()
         lines = 0
         async for chunk in resp.aiter_raw():
@@ -141,8 +148,8 @@ async def scrape(http: "SchedulerHTTP", base_url: str, limits: ScrapeLimits) -> 
     base = base_url.rstrip("/")
     try:
         async with asyncio.timeout(limits.timeout), http.client() as client:
-            figures = parse_metrics(await _read(client, f"{base}/metrics", limits.body_max, limits.lines_max))
-            workers, threads, memory = parse_counts(await _read(client, f"{base}/json/counts.json", COUNTS_MAX, None))
+            figures = parse_metrics(await read_capped(client, f"{base}/metrics", limits.body_max, limits.lines_max))
+            workers, threads, memory = parse_counts(await read_capped(client, f"{base}/json/counts.json", COUNTS_MAX))
             observed = time.time()
     except TimeoutError:
         raise ScrapeError(f"{base} did not answer within {limits.timeout:g} s") from None
