@@ -23,6 +23,8 @@ def cli() -> None:
     and documented defaults (see 'af-metrics config').
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for chatty in ("httpx", "httpcore", "alembic", "tornado.access"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 for module in (serve, kpi, history, demo, monitoring, accounting):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import click
 
@@ -37,6 +38,8 @@ def collect(ctx: click.Context, hub_url: str | None, once: bool) -> None:
     ledger = open_ledger(cfg)
     collector = Collector(cfg, ledger)
     if once:
+        # the error ends the command as one line; the collector's own warning would repeat it
+        logging.getLogger("af_metrics.collector").setLevel(logging.ERROR)
         try:
             asyncio.run(collector.cycle())
         except (HubError, LedgerError) as exc:
