@@ -6,6 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
 from af_metrics.cli.common import open_ledger, settings
 from af_metrics.kpis import KPIError, compute_kpi, kpi_catalogue, period_report
@@ -66,7 +68,15 @@ def report(ctx: click.Context, fmt: str, html: str | None, **period: Any) -> Non
                 raise click.ClickException(f"cannot write {html}: {exc.strerror or exc}") from None
             click.echo(f"wrote {written['path']}: {written['from']}..{written['to']}, {written['bytes'] / 1e6:.1f} MB")
             return
-        result = _run(period_report, ledger, **period)
+        err = Console(stderr=True)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("computing KPIs", total=len(kpi_catalogue()))
+
+            def step(name: str) -> None:
+                bar.update(task, advance=1, description=f"computing {name}")
+
+            result = _run(period_report, ledger, progress=step, **period)
     finally:
         ledger.engine.dispose()
     write_report(result, fmt)

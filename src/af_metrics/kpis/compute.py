@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from typing import Any
 
 from af_metrics.kpis.periods import BY_CHOICES, PeriodError, buckets, iso_day, resolve
@@ -29,12 +31,19 @@ def compute_kpi(ledger: Any, name: str, **kwargs: Any) -> dict:
         return evaluate(kpi, _query(conn, ledger.tz, args, by if kpi.periodic else "range"))
 
 
-def period_report(ledger: Any, **kwargs: Any) -> dict:
-    """Every KPI over one range: series as one headline value each, tables in full."""
+def period_report(ledger: Any, progress: Callable[[str], None] | None = None, **kwargs: Any) -> dict:
+    """Every KPI over one range: series as one headline value each, tables in full.
+
+    ``progress`` is called with each KPI's name before it is computed (for a progress bar).
+    """
     args = _arguments(kwargs, ("from", "to", "period"))
+    results = []
     with ledger.engine.connect() as conn:
         q = _query(conn, ledger.tz, args, "range")
-        results = [evaluate(kpi, q) for kpi in REGISTRY.values()]
+        for kpi in REGISTRY.values():
+            if progress is not None:
+                progress(kpi.name)
+            results.append(evaluate(kpi, q))
     keep = ("name", "title", "definition", "unit", "notes")
     return {
         "from": iso_day(q.period.first), "to": iso_day(q.period.last), "timezone": q.tz,
