@@ -130,6 +130,7 @@ def main() -> None:
     args = parser.parse_args()
 
     url = ledger(args.users, args.days)
+    load_before = os.getloadavg()[0]  # other work on the machine, before ours starts
     work = Path(tempfile.mkdtemp(prefix="af-metrics-bench-api-"))
     port = free_port()
     with web_hub(work / "hub", _proxy(), port) as hub:
@@ -147,11 +148,11 @@ def main() -> None:
                     client.get(path).raise_for_status()
                     cold.append(time.perf_counter() - t0)
             result = wrk_load(base, token, urls(), args.clients, args.duration, work / "load.lua")
-            result["load_average"] = os.getloadavg()[1]  # over the last 5 minutes: other work on the machine
             serve.terminate()
     shutil.rmtree(work, ignore_errors=True)
     result.update(cold_median_ms=1000 * statistics.median(cold), cold_max_ms=1000 * max(cold), urls=len(cold),
-                  users=args.users, days=args.days, clients=args.clients, cache_seconds=args.cache_seconds)
+                  users=args.users, days=args.days, clients=args.clients, cache_seconds=args.cache_seconds,
+                  load_average=load_before)
     report(result)
 
 
@@ -170,7 +171,7 @@ def report(result: dict) -> None:
         f"Facility KPI API on {when[:10]}, {info['nproc']} x {info['cpu']}: {result['users']:,} users x {result['days']} days "
         f"(SQLite), {result['urls']} URLs, {result['clients']} concurrent clients for {result['seconds']:.0f} s from a second process:",
         "",
-        "| answers reused for | requests | errors | throughput | p50 | p90 | p99 | max | cold (first request per URL): median / max | load avg |",
+        "| answers reused for | requests | errors | throughput | p50 | p90 | p99 | max | cold (first request per URL): median / max | load avg before |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         f"| {result['cache_seconds']:.0f} s | {result['requests']:,} | {errors} | {result['rps']:.0f}/s | {result['p50_ms']:.1f} ms "
         f"| {result['p90_ms']:.1f} ms | {result['p99_ms']:.1f} ms | {result['max_ms']:.0f} ms "
