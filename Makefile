@@ -16,8 +16,12 @@ demo: $(VENV)/.demo $(CHP)
 test: $(VENV)/.test $(CHP) system-packages
 	python -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.test system-packages
-	python -m bench
+# Each benchmark also runs on its own: python -m bench.<module> (see the README's Benchmarks).
+BENCHES := bench bench.dask_scrape bench.coffea_overhead bench.promql_vs_ledger bench.api_latency bench.accounting_ingest
+
+bench: $(VENV)/.test $(CHP) system-packages
+	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -q --no-install-recommends wrk; }
+	for b in $(BENCHES); do python -m $$b || exit 1; done
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
