@@ -16,8 +16,7 @@ from rich.table import Table
 from af_metrics.accounting.ingest import ingest_history, ingest_pods, ingest_schedd, pods_reader, pods_resume_point
 from af_metrics.accounting.records import PseudonymKeyError, read_key, records, write_records
 from af_metrics.accounting.totals import usage_totals
-from af_metrics.cli.common import open_ledger, settings
-from af_metrics.cli.history import _progress
+from af_metrics.cli.common import open_ledger, progress, settings
 from af_metrics.kpis.periods import BY_CHOICES, PeriodError, parse_period, resolve
 from af_metrics.report import human
 from af_metrics.sources.htcondor import HistoryError, Schedd
@@ -70,7 +69,7 @@ def _ingest_file(ledger, file: str, rules, now: float, queue: bool):  # noqa: AN
         return ingest_history(ledger, sys.stdin, rules, now, queue=queue)
     try:
         size = os.path.getsize(file)
-        with open(file, encoding="utf-8", errors="replace") as stream, _progress(f"reading {file}", size, show=size >= PROGRESS_FROM_BYTES) as advance:
+        with open(file, encoding="utf-8", errors="replace") as stream, progress(f"reading {file}", size, show=size >= PROGRESS_FROM_BYTES) as advance:
             last = 0
 
             def step(_: int) -> None:  # progress in bytes read, after each batch of jobs
@@ -110,7 +109,7 @@ def ingest_pods_command(ctx: click.Context, url: str | None, from_: str | None, 
     cap = cfg.accounting.backfill_hours_max
     reader = pods_reader(cfg.accounting, url)
     try:
-        with _progress("reading pod hours", min(len(hours), cap), show=len(hours) > 1, counted=True) as advance:
+        with progress("reading pod hours", min(len(hours), cap), show=len(hours) > 1, counted=True) as advance:
             stats = ingest_pods(ledger, reader, cfg.accounting, hours[:cap], now, advance)
     except PrometheusError as exc:
         raise click.ClickException(str(exc)) from None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from af_metrics.config import ConfigError, Settings, load_settings
 from af_metrics.ledger.store import Ledger, LedgerError
@@ -38,3 +41,13 @@ def open_ledger(cfg: Settings) -> Ledger:
         return Ledger.open(cfg.ledger, tz=cfg.timezone)
     except LedgerError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@contextmanager
+def progress(what: str, total: int, show: bool = True, counted: bool = False) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (only on a terminal); yields the function that advances it."""
+    console = Console(stderr=True)
+    columns = [TextColumn(what), BarColumn(), MofNCompleteColumn() if counted else TaskProgressColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=True, disable=not (show and console.is_terminal)) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from af_metrics.cli.common import open_ledger, settings
+from af_metrics.cli.common import open_ledger, progress, settings
 from af_metrics.config import Settings
 from af_metrics.importer import ImportFileError, import_sessions
 from af_metrics.ledger.store import Ledger
@@ -28,15 +24,6 @@ def _ledger(ctx: click.Context, ledger_url: str | None) -> tuple[Settings, Ledge
     if ledger_url:
         cfg = cfg.model_copy(update={"ledger": ledger_url})
     return cfg, open_ledger(cfg)
-
-
-@contextmanager
-def _progress(what: str, total: int, show: bool = True, counted: bool = False) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr; yields the function that advances it."""
-    columns = [TextColumn(what), BarColumn(), MofNCompleteColumn() if counted else TaskProgressColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True), transient=True, disable=not show) as progress:
-        task = progress.add_task(what, total=total)
-        yield lambda n: progress.advance(task, n)
 
 
 @click.group("import")
@@ -59,7 +46,7 @@ def import_sessions_command(ctx: click.Context, file: str, ledger_url: str | Non
     _, ledger = _ledger(ctx, ledger_url)
     size = os.path.getsize(file)
     try:
-        with _progress(f"importing {file}", 2 * size, show=size >= PROGRESS_FROM_BYTES) as advance:
+        with progress(f"importing {file}", 2 * size, show=size >= PROGRESS_FROM_BYTES) as advance:
             result = import_sessions(ledger, file, advance=advance)
     except ImportFileError as exc:
         raise click.ClickException(str(exc)) from None
@@ -86,7 +73,7 @@ def simulate_command(ctx: click.Context, users: int, days: int, seed: int, end: 
     last = end.date() if end else dt.datetime.now(zone(cfg.timezone)).date() - dt.timedelta(days=1)
     plan = Plan(users=users, days=days, end=last, seed=seed)
     try:
-        with _progress("simulating users", users, counted=True) as advance:
+        with progress("simulating users", users, counted=True) as advance:
             outcome = simulate(ledger, plan, advance=advance)
     except SimulateError as exc:
         raise click.ClickException(str(exc)) from None

@@ -6,10 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
-from af_metrics.cli.common import open_ledger, settings
+from af_metrics.cli.common import open_ledger, progress, settings
 from af_metrics.kpis import KPIError, compute_kpi, kpi_catalogue, period_report
 from af_metrics.kpis.periods import BY_CHOICES
 from af_metrics.report import FORMATS, write_catalogue, write_kpi, write_report
@@ -68,15 +66,8 @@ def report(ctx: click.Context, fmt: str, html: str | None, **period: Any) -> Non
                 raise click.ClickException(f"cannot write {html}: {exc.strerror or exc}") from None
             click.echo(f"wrote {written['path']}: {written['from']}..{written['to']}, {written['bytes'] / 1e6:.1f} MB")
             return
-        err = Console(stderr=True)
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=err, transient=True, disable=not err.is_terminal) as bar:
-            task = bar.add_task("computing KPIs", total=len(kpi_catalogue()))
-
-            def step(name: str) -> None:
-                bar.update(task, advance=1, description=f"computing {name}")
-
-            result = _run(period_report, ledger, progress=step, **period)
+        with progress("computing KPIs", len(kpi_catalogue()), counted=True) as advance:
+            result = _run(period_report, ledger, progress=lambda _name: advance(1), **period)
     finally:
         ledger.engine.dispose()
     write_report(result, fmt)

@@ -83,7 +83,7 @@ def record_jobs(ledger: Ledger, conn: Connection, jobs: Sequence[BatchJob], attr
                       unattributed=sum(a.user is None for a in found.values()))
     if not todo:
         return stats
-    stmt = ledger._insert(batch_jobs)
+    stmt = ledger.insert(batch_jobs)
     stmt = stmt.on_conflict_do_update(
         index_elements=["global_job_id"], set_={c: stmt.excluded[c] for c in JOB_FIGURES}, where=batch_jobs.c.settled == 0
     )
@@ -157,7 +157,7 @@ def record_pod_hours(ledger: Ledger, conn: Connection, hours: Sequence[PodHour],
         }
         for (ns, name), v in per_pod.items()
     ]
-    stmt = ledger._insert(pods)
+    stmt = ledger.insert(pods)
     x = stmt.excluded
     conn.execute(
         stmt.on_conflict_do_update(
@@ -176,7 +176,7 @@ def record_pod_hours(ledger: Ledger, conn: Connection, hours: Sequence[PodHour],
          **{f: getattr(h, f) for f in POD_FIGURES if f != "day"}}
         for h in hours
     ]
-    stmt = ledger._insert(pod_hours)
+    stmt = ledger.insert(pod_hours)
     conn.execute(
         stmt.on_conflict_do_update(index_elements=["namespace", "pod", "hour_start"], set_={f: stmt.excluded[f] for f in POD_FIGURES}),
         hour_rows,

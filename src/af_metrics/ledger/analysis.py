@@ -22,7 +22,7 @@ def store_run(ledger: Ledger, user: str, record: RunRecord, received: float) -> 
     """Store ``record`` as a run of ``user`` (the authenticated one); False if already stored."""
     with ledger.begin() as conn:
         uid = ledger.user_ids(conn, [user], received)[user]
-        stmt = ledger._insert(analysis_runs).values(
+        stmt = ledger.insert(analysis_runs).values(
             run_id=record.run_id, user_id=uid, processor=record.processor, executor=record.executor,
             status=record.status, error=record.error, started=record.started, ended=record.ended,
             day=day_of(record.started, ledger.tz), wall_seconds=record.wall_seconds, events=record.events,

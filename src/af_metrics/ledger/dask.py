@@ -206,7 +206,7 @@ def record_cycle(
             new = [{"user_id": u, "cluster": c, "url": url, "first_seen": at} for u, c, url in keyed]
             for i in range(0, len(new), 500):
                 conn.execute(
-                    ledger._insert(dask_targets).on_conflict_do_nothing(index_elements=["user_id", "cluster", "url"]),
+                    ledger.insert(dask_targets).on_conflict_do_nothing(index_elements=["user_id", "cluster", "url"]),
                     new[i : i + 500],
                 )
         states = _load_states(ledger, conn, set(keyed))
@@ -242,7 +242,7 @@ def record_cycle(
             )
         up = [s for s in keyed.values() if s is not None]
         conn.execute(
-            ledger._insert(dask_cycles).on_conflict_do_nothing(),
+            ledger.insert(dask_cycles).on_conflict_do_nothing(),
             {
                 "t": at, "day": day_of(at, ledger.tz), "targets": len(keyed), "up": len(up),
                 "users": len({u for (u, _, _), s in keyed.items() if s is not None and s.workers > 0}),
@@ -259,7 +259,7 @@ def _add_usage(ledger: Ledger, conn: Connection, usage: dict[tuple[int, float], 
          "core_seconds": cs, "memory_byte_seconds": ms, "max_workers": mw, "max_threads": mc}
         for (tid, hs), (u, d, s, ws, cs, ms, mw, mc) in usage.items()
     ]
-    stmt = ledger._insert(dask_usage)
+    stmt = ledger.insert(dask_usage)
     x = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         index_elements=["target_id", "hour_start"],
@@ -278,7 +278,7 @@ def _add_tasks(ledger: Ledger, conn: Connection, tasks: dict[tuple[int, int], li
         {"target_id": tid, "day": d, "user_id": u, "finished": f, "erred": e, "suspicious": s}
         for (tid, d), (u, f, e, s) in tasks.items()
     ]
-    stmt = ledger._insert(dask_tasks)
+    stmt = ledger.insert(dask_tasks)
     stmt = stmt.on_conflict_do_update(
         index_elements=["target_id", "day"],
         set_={n: dask_tasks.c[n] + stmt.excluded[n] for n in ("finished", "erred", "suspicious")},

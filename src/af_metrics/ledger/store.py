@@ -162,7 +162,8 @@ class Ledger:
         with self.engine.begin() as conn:
             yield conn
 
-    def _insert(self, table: sa.Table):  # noqa: ANN202 - dialect-specific Insert
+    def insert(self, table: sa.Table):  # noqa: ANN201 - dialect-specific Insert
+        """An INSERT for this ledger's dialect, so writers can add ON CONFLICT clauses."""
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
 
     # -- users ----------------------------------------------------------------------------
@@ -174,7 +175,7 @@ class Ledger:
             return {}
         rows = [{"name": n, "first_seen": seen_at, "last_seen": seen_at} for n in names]
         for chunk in _chunks(rows, 500):
-            conn.execute(self._insert(users).on_conflict_do_nothing(index_elements=["name"]), chunk)
+            conn.execute(self.insert(users).on_conflict_do_nothing(index_elements=["name"]), chunk)
         ids: dict[str, int] = {}
         for chunk in _chunks(names, 500):
             ids.update(conn.execute(sa.select(users.c.name, users.c.id).where(users.c.name.in_(chunk))).all())
@@ -271,7 +272,7 @@ class Ledger:
         """Open or extend running sessions; returns their ids."""
         if not seen:
             return []
-        stmt = self._insert(sessions)
+        stmt = self.insert(sessions)
         stmt = stmt.on_conflict_do_update(
             index_elements=["user_id", "server", "started"],
             set_={
@@ -295,7 +296,7 @@ class Ledger:
         """Record spawn attempts; a settled outcome is final, a pending one may still settle."""
         if not seen:
             return
-        stmt = self._insert(spawns)
+        stmt = self.insert(spawns)
         stmt = stmt.on_conflict_do_update(
             index_elements=["user_id", "server", "started"],
             set_={
@@ -352,7 +353,7 @@ class Ledger:
                 trims,
             )
         if hours:
-            stmt = self._insert(session_hours)
+            stmt = self.insert(session_hours)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["session_id", "hour_start"], set_={"seconds": stmt.excluded.seconds}
             )
@@ -388,7 +389,7 @@ class Ledger:
                 for r in chunk
             ]
             inserted = conn.execute(
-                self._insert(sessions)
+                self.insert(sessions)
                 .on_conflict_do_nothing(index_elements=["user_id", "server", "started"])
                 .returning(sessions.c.id, sessions.c.user_id, sessions.c.started, sessions.c.hours_until),
                 values,
@@ -401,7 +402,7 @@ class Ledger:
             new += len(inserted)
         for chunk in _chunks(list(spawn_records), 1000):
             conn.execute(
-                self._insert(spawns).on_conflict_do_nothing(index_elements=["user_id", "server", "started"]),
+                self.insert(spawns).on_conflict_do_nothing(index_elements=["user_id", "server", "started"]),
                 [
                     {
                         "user_id": ids[s.user], "server": s.server, "profile": s.profile, "started": s.started,
@@ -417,7 +418,7 @@ class Ledger:
         """Ids of a history's users; each user's first_seen/last_seen widened to cover its span."""
         rows = [{"name": n, "first_seen": lo, "last_seen": hi} for n, (lo, hi) in sorted(spans.items())]
         for chunk in _chunks(rows, 500):
-            conn.execute(self._insert(users).on_conflict_do_nothing(index_elements=["name"]), chunk)
+            conn.execute(self.insert(users).on_conflict_do_nothing(index_elements=["name"]), chunk)
         ids = self.user_ids(conn, spans, now)
         lo, hi = sa.bindparam("lo"), sa.bindparam("hi")
         for chunk in _chunks([{"uid": ids[r["name"]], "lo": r["first_seen"], "hi": r["last_seen"]} for r in rows], 1000):
@@ -456,12 +457,12 @@ class Ledger:
                     "day": day_of(hist.observed_at, self.tz), "count": delta,
                 })
         if rows:
-            conn.execute(self._insert(spawn_buckets).on_conflict_do_nothing(), rows)
+            conn.execute(self.insert(spawn_buckets).on_conflict_do_nothing(), rows)
         self.set_state(conn, "hub_spawn_histogram", state, hist.observed_at)
 
     def add_spawn_buckets(self, conn: Connection, rows: Sequence[dict]) -> None:
         for chunk in _chunks(list(rows), 2000):
-            conn.execute(self._insert(spawn_buckets).on_conflict_do_nothing(), chunk)
+            conn.execute(self.insert(spawn_buckets).on_conflict_do_nothing(), chunk)
 
     # -- small key/value state for sources ------------------------------------------------
 
@@ -470,7 +471,7 @@ class Ledger:
         return None if raw is None else json.loads(raw)
 
     def set_state(self, conn: Connection, source: str, state: dict, at: float) -> None:
-        stmt = self._insert(source_state).values(source=source, state=json.dumps(state), updated=at)
+        stmt = self.insert(source_state).values(source=source, state=json.dumps(state), updated=at)
         conn.execute(stmt.on_conflict_do_update(index_elements=["source"], set_={"state": stmt.excluded.state, "updated": stmt.excluded.updated}))
 
 
