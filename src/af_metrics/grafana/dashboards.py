@@ -333,10 +333,10 @@ def accounting() -> dashboard.Dashboard:
         time_from="now-30d",
     )
     return (
-        d.with_row(row("Core-hours"))
+        d.with_row(row("Dask core-hours (seen by the schedulers; not added to the allocated total below)"))
         .with_panel(
             table_panel(
-                "Core-hours per user",
+                "Dask core-hours per user",
                 "Core-hours (worker threads x hours) of each user's Dask clusters in the dashboard's range.",
                 "short",
                 "sort_desc(sum by (user) (increase(af_dask_core_seconds_total[$__range])) / 3600)",
@@ -345,7 +345,7 @@ def accounting() -> dashboard.Dashboard:
         )
         .with_panel(
             timeseries_panel(
-                "Core-hours per hour, top users",
+                "Dask core-hours per hour, top users",
                 "Core-hours each user's Dask workers held in each hour (recording rule).",
                 "short",
                 query(f"topk(10, {r.CORE_HOURS})", "{{user}}", interval="1h"),
