@@ -111,11 +111,11 @@ USER_LABEL = "label_hub_jupyter_org_username"
 NOTEBOOK = {"label_component": "singleuser-server"}
 T0 = utc("2026-10-20T10:00")
 FACILITY = [
-    Pod("jhub", "jupyter-alice", T0, T0 + 3 * H, cpu=2, memory=4 * GIB, used_cores=0.75, working_set=1 * GIB,
+    Pod("jhub-prod", "jupyter-alice", T0, T0 + 3 * H, cpu=2, memory=4 * GIB, used_cores=0.75, working_set=1 * GIB,
         labels={USER_LABEL: "alice", **NOTEBOOK}),
-    Pod("jhub", "dask-worker-alice-1", T0 + H, T0 + 1.5 * H, cpu=1, gpu=1, used_cores=0.5, labels={USER_LABEL: "alice"},
+    Pod("jhub-prod", "dask-worker-alice-1", T0 + H, T0 + 1.5 * H, cpu=1, gpu=1, used_cores=0.5, labels={USER_LABEL: "alice"},
         restart_at=T0 + 1.25 * H),
-    Pod("jhub", "jupyter-bob-40fnal-2egov", T0 + 0.5 * H, T0 + 1.5 * H, cpu=1, labels={USER_LABEL: "bob-40fnal-2egov", **NOTEBOOK}),
+    Pod("jhub-prod", "jupyter-bob-40fnal-2egov", T0 + 0.5 * H, T0 + 1.5 * H, cpu=1, labels={USER_LABEL: "bob-40fnal-2egov", **NOTEBOOK}),
     Pod("kube-system", "coredns-5d78c9869d-x2x7q", T0, T0 + 3 * H, cpu=0.1),
 ]
 
@@ -158,6 +158,39 @@ def test_per_user_core_hours_match_the_series(prometheus: PrometheusServer, ledg
     assert nobody.pod_core_seconds == pytest.approx(0.1 * 3 * H)
     assert roles == {"jupyter-alice": "notebook", "dask-worker-alice-1": "other", "jupyter-bob-40fnal-2egov": "notebook",
                      "coredns-5d78c9869d-x2x7q": "other"}
+
+
+@pytest.mark.parametrize("namespaces", [("jhub-prod",), ("kube-system", "jhub-prod")])
+def test_namespaces_with_dashes_select_their_pods(prometheus: PrometheusServer, ledger: Ledger, namespaces: tuple[str, ...]) -> None:
+    with ledger.begin() as conn:
+        ledger.user_ids(conn, ["alice", "bob@fnal.gov"], T0)
+    cfg = AccountingSettings(namespaces=namespaces)
+    reader = pods_reader(cfg, prometheus.url)
+    try:
+        ingest_pods(ledger, reader, cfg, list(hours_between(T0, T0 + 3 * H, "UTC")), T0 + 4 * H)
+    finally:
+        reader.close()
+    with ledger.engine.connect() as conn:
+        by_user = {t.user: t for t in usage_totals(conn, parse_period("2026-10-20"), "range")}
+    assert by_user["alice"].core_seconds == pytest.approx(6.5 * H)
+    assert by_user["alice"].pod_gpu_seconds == pytest.approx(0.5 * H)
+    assert by_user["bob@fnal.gov"].notebook_core_seconds == pytest.approx(1 * H)
+    if "kube-system" in namespaces:
+        assert by_user[None].pod_core_seconds == pytest.approx(0.1 * 3 * H)
+    else:  # coredns' namespace was not read
+        assert None not in by_user
+
+
+@pytest.mark.parametrize("namespace", ["jhub.prod", "JHub", "-jhub", "jhub_prod", "x" * 64, ""])
+def test_a_namespace_that_is_no_dns_label_is_one_line(tmp_path: Path, namespace: str) -> None:
+    cfg = tmp_path / "af.toml"
+    cfg.write_text(f'[accounting]\nnamespaces = ["jhub-prod", "{namespace}"]\n')
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "--ledger", f"sqlite:///{tmp_path / 'l.db'}", "accounting", "ingest-pods",
+                                      "--prometheus", "http://127.0.0.1:9", "--from", "2026-10-20T10:00:00Z", "--to", "2026-10-20T11:00:00Z"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "accounting.namespaces" in lines[0] and "is not a DNS label" in lines[0], result.output
+    assert not (tmp_path / "l.db").exists()
 
 
 def _pod_rows(ledger: Ledger) -> list:

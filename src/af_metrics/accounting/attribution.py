@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from af_metrics.accounting.settings import AttributionRule
+from af_metrics.accounting.settings import AttributionRule, rules_for
 from af_metrics.discovery.hub import escape
 from af_metrics.sources.htcondor import BatchJob
 
@@ -41,8 +41,8 @@ class Attributor:
 
     def __init__(self, rules: Iterable[AttributionRule], known_users: Iterable[str], pod_users: Mapping[str, str]) -> None:
         rules = tuple(rules)
-        self.job_rules = [(r, re.compile(r.pattern)) for r in rules if r.source == "htcondor"]
-        self.pod_rules = [(r, re.compile(r.pattern)) for r in rules if r.source == "kubernetes"]
+        self.job_rules = [(r, re.compile(r.pattern)) for r in rules_for(rules, "htcondor")]
+        self.pod_rules = [(r, re.compile(r.pattern)) for r in rules_for(rules, "kubernetes")]
         self.known = set(known_users)
         self.by_escaped = {escape(u): u for u in self.known}
         self.pod_users = dict(pod_users)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from af_metrics.accounting.settings import AccountingSettings, AttributionRule
+from af_metrics.accounting.settings import AccountingSettings, AttributionRule, rules_for
 from af_metrics.ledger.accounting import JobIngest, attributor, record_jobs, record_pod_hours
 from af_metrics.ledger.store import Ledger
 from af_metrics.sources.htcondor import BatchJob, Schedd, job_from_ad, jobs_from_stream
@@ -24,7 +24,7 @@ KUBERNETES_STATE = "kubernetes_pods"
 
 def job_attributes(rules: Iterable[AttributionRule]) -> list[str]:
     """The ClassAd attributes the htcondor rules read (besides the accounting ones)."""
-    return list(dict.fromkeys(r.attribute for r in rules if r.source == "htcondor"))
+    return list(dict.fromkeys(r.attribute for r in rules_for(rules, "htcondor")))
 
 
 def _batches(items: Iterable[BatchJob], size: int) -> Iterator[list[BatchJob]]:

@@ -19,12 +19,14 @@ Rules are tried in order; the first that names a user wins (see docs/accounting.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 KUBERNETES_ATTRIBUTES = ("pod", "namespace")
 KUBERNETES_PREFIXES = ("label:", "annotation:")
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123, what Kubernetes allows as a namespace
 
 
 class AttributionRule(BaseModel):
@@ -69,6 +71,11 @@ class AttributionRule(BaseModel):
         return self
 
 
+def rules_for(rules: Iterable[AttributionRule], source: str) -> tuple[AttributionRule, ...]:
+    """The rules that read one source, in their order."""
+    return tuple(r for r in rules if r.source == source)
+
+
 DEFAULT_RULES = (
     AttributionRule(name="pod-label", source="kubernetes", attribute="label:hub.jupyter.org/username"),
     AttributionRule(
@@ -94,7 +101,7 @@ class AccountingSettings(BaseModel):
     gpu_resources: tuple[str, ...] = Field(
         ("nvidia_com_gpu", "amd_com_gpu"), description="kube-state-metrics resource names counted as GPUs"
     )
-    namespaces: tuple[str, ...] = Field((), description="Kubernetes namespaces read (empty: all)")
+    namespaces: tuple[str, ...] = Field((), description="Kubernetes namespaces read (DNS labels; empty: all)")
     prometheus_url: str = Field("", description="Prometheus holding kube-state-metrics and cAdvisor series")
     prometheus_timeout: float = Field(30.0, gt=0, description="Seconds one Prometheus query may take")
     prometheus_body_max: int = Field(64 * 1024 * 1024, ge=1024, description="Bytes one Prometheus answer may have")
@@ -111,5 +118,10 @@ class AccountingSettings(BaseModel):
             raise ValueError("notebook_label must be 'key=value'")
         return value
 
-    def rules_for(self, source: str) -> tuple[AttributionRule, ...]:
-        return tuple(r for r in self.rules if r.source == source)
+    @field_validator("namespaces")
+    @classmethod
+    def _dns_labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not DNS_LABEL.fullmatch(name):
+                raise ValueError(f"namespace {name[:80]!r} is not a DNS label (a-z, 0-9 and '-', at most 63 characters)")
+        return value

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -35,6 +35,16 @@ CONTAINERS = 'container!="",container!="POD"'  # cAdvisor's per-pod cgroup serie
 STALE = 300.0  # Prometheus' lookback: a sample older than this says nothing
 HOUR = 3600.0
 _EPSILON = 0.001  # Prometheus keeps milliseconds; evaluating 1 ms before the hour's end excludes it
+
+
+def one_of(values: Iterable[str]) -> str:
+    """A PromQL string literal holding a regular expression that matches exactly these values.
+
+    ``re.escape`` writes ``\\-`` for '-' (RE2 reads it as '-'), but in a PromQL string a lone
+    backslash starts an escape sequence, and ``\\-`` is none: the backslashes must be doubled.
+    A JSON string is a valid PromQL string (Go escapes), so json.dumps quotes it.
+    """
+    return json.dumps("|".join(re.escape(v) for v in values), ensure_ascii=False)
 
 
 class PrometheusError(RuntimeError):
@@ -131,7 +141,7 @@ class PrometheusPods:
     def _selector(self, extra: str = "") -> str:
         parts = [extra] if extra else []
         if self.namespaces:
-            parts.append(f'namespace=~"{"|".join(re.escape(n) for n in self.namespaces)}"')
+            parts.append(f"namespace=~{one_of(self.namespaces)}")
         return "{" + ",".join(parts) + "}"
 
     def _matrix(self, metric: str, extra: str, at: float, seconds: float) -> list[tuple[dict, Samples]]:
@@ -177,8 +187,7 @@ class PrometheusPods:
                 row["seconds"] = max(row["seconds"], present)
 
         gpus = set(self.gpu_resources)
-        resources = "|".join(re.escape(r) for r in ("cpu", "memory", *gpus))
-        gauges(REQUESTS, f'resource=~"{resources}"',
+        gauges(REQUESTS, f"resource=~{one_of(('cpu', 'memory', *gpus))}",
                lambda m: {"cpu": "cpu", "memory": "mem"}.get(m.get("resource", ""), "gpu" if m.get("resource") in gpus else None))
         gauges(MEMORY_USED, CONTAINERS, lambda m: "mem_used")
         for labels, samples in self._matrix(CPU_USED, CONTAINERS, at, HOUR + STALE):
