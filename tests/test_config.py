@@ -58,3 +58,11 @@ def test_configuration_doc_lists_every_setting() -> None:
 
     doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
     assert [n for n in Settings.model_fields if f"`{n}`" not in doc] == []
+
+
+def test_passwords_in_ledger_urls_are_never_printed(tmp_path: Path) -> None:
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["--ledger", "postgresql://af:s3cret@db.example/af", "config"])
+    assert "s3cret" not in shown.output and "postgresql://af:***@db.example/af" in shown.output
+    refused = runner.invoke(cli, ["--ledger", "mysql://af:s3cret@db/af", "db", "upgrade"])
+    assert refused.exit_code != 0 and "s3cret" not in refused.output

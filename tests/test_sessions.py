@@ -83,3 +83,33 @@ def test_poll_applied_twice_writes_once_and_spans_midnight(ledger) -> None:  # n
         ).scalar_one()
     assert alice == (T0 + 900, "stopped")
     assert round(total) == 2700
+
+
+def test_failed_spawn_being_stopped_is_no_session() -> None:
+    stopping = ServerSeen("erin", "", T0, T0, False, "stop", "broken-image")
+    d = decide(HubSnapshot(T0 + 5, servers=[stopping]), [], [])
+    assert d.seen == []
+    assert [(s.outcome, s.started) for s in d.spawns] == [("pending", T0)]
+    # next poll: gone, with the hub's stop time: a failed spawn, still no session
+    gone = HubSnapshot(T0 + 35, stopped=[ServerStopped("erin", "", T0 + 8)], users_checked={"erin"})
+    d2 = decide(gone, [], [OpenRun("erin", "", T0, None, T0)])
+    assert d2.seen == [] and [(s.outcome, s.duration) for s in d2.spawns] == [("failure", 8.0)]
+
+
+def test_running_server_being_stopped_stays_open() -> None:
+    stopping = ServerSeen("erin", "", T0, T0 + 50, False, "stop", "cms")
+    d = decide(HubSnapshot(T0 + 60, servers=[stopping]), [OpenRun("erin", "", T0, T0 + 40, T0 + 30)], [])
+    assert [(s.started, s.last_activity) for s in d.seen] == [(T0, T0 + 50)]
+    assert d.ended == [] and d.spawns == []
+
+
+def test_late_poll_neither_reopens_nor_moves_times_back(ledger) -> None:  # noqa: ANN001
+    early = HubSnapshot(T0 + 60, servers=[running("frank", T0, activity=T0 + 50)])
+    late = HubSnapshot(T0 + 120, servers=[running("frank", T0, activity=T0 + 110)])
+    closing = HubSnapshot(T0 + 200, stopped=[ServerStopped("frank", "", T0 + 150)], users_checked={"frank"})
+    for snap in (early, late, closing):
+        ledger.apply(decide(snap, *ledger.open_runs()), snap.observed_at)
+    ledger.apply(decide(early, [], []), early.observed_at)  # the early poll replayed after the close
+    with ledger.engine.connect() as conn:
+        row = conn.execute(sa.select(sessions.c.ended, sessions.c.end_reason, sessions.c.last_seen, sessions.c.last_activity)).one()
+    assert tuple(row) == (T0 + 150, "stopped", T0 + 120, T0 + 110)

@@ -78,7 +78,8 @@ def read_figures(ledger: Ledger, cap: int, now: float | None = None) -> Facility
                 users.c.name,
                 sa.func.sum(sa.case((sessions.c.ended.is_(None), 1), else_=0)),
                 sa.func.count(),
-                sa.func.sum(end - sessions.c.started),
+                # through the later of its end and the last time it was seen running: never revised down
+                sa.func.sum(sa.case((sessions.c.last_seen > end, sessions.c.last_seen), else_=end) - sessions.c.started),
                 sa.func.max(sessions.c.last_activity),
             )
             .join(users, users.c.id == sessions.c.user_id)
@@ -127,15 +128,17 @@ class LedgerMetrics(Collector):
             running.add_metric([profile], n)
         yield running
         yield CounterMetricFamily("af_sessions", "Server sessions recorded in the ledger", value=f.sessions_total)
-        spawn = CounterMetricFamily("af_spawns", "Spawn attempts recorded in the ledger, by outcome", labels=["outcome"])
+        spawn = CounterMetricFamily("af_spawns", "Settled spawn attempts recorded in the ledger, by outcome", labels=["outcome"])
         for outcome, n in sorted(f.spawns_by_outcome.items()):
-            spawn.add_metric([outcome], n)
+            if outcome != "pending":
+                spawn.add_metric([outcome], n)
         yield spawn
+        yield GaugeMetricFamily("af_spawns_pending", "Spawn attempts not settled yet", value=f.spawns_by_outcome.get("pending", 0))
 
         u_running = GaugeMetricFamily("af_user_servers_running", "Servers the user has running", labels=["user"])
         u_sessions = CounterMetricFamily("af_user_sessions", "Server sessions of the user", labels=["user"])
         u_seconds = CounterMetricFamily(
-            "af_user_session_seconds", "Seconds the user's servers have run", labels=["user"]
+            "af_user_session_seconds", "Seconds the user's servers have run (until their end or last sighting)", labels=["user"]
         )
         u_last = GaugeMetricFamily(
             "af_user_last_activity_timestamp_seconds", "Last activity the hub reported for the user", labels=["user"]

@@ -98,17 +98,21 @@ def decide(snapshot: HubSnapshot, open_sessions: list[OpenRun], pending: list[Op
     stopped = {(s.user, s.server): s.last_activity for s in snapshot.stopped}
     decision = Decision(seen=[], ended=[], spawns=[])
     pending_keys = {run.key for run in pending}
+    open_keys = {run.key for run in open_sessions}
 
     for server in snapshot.servers:
-        if server.ready or server.pending == "stop":
+        key = (server.user, server.server, server.started)
+        if server.ready or (server.pending == "stop" and key in open_keys):
+            # a server being stopped is still running; one that never became ready is no session
             decision.seen.append(
                 SessionSeen(server.user, server.server, server.started, server.profile, server.last_activity, now)
             )
-            if server.pending != "stop":
+            if server.ready:
                 decision.spawns.append(
                     SpawnSeen(server.user, server.server, server.started, server.profile, "success")
                 )
-        elif server.pending == "spawn" and (server.user, server.server, server.started) not in pending_keys:
+        elif key not in pending_keys and key not in open_keys:
+            # spawning, or a failed or cancelled spawn being stopped: settles when it is gone
             decision.spawns.append(SpawnSeen(server.user, server.server, server.started, server.profile, "pending"))
 
     for run in open_sessions:

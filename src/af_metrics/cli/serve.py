@@ -9,7 +9,7 @@ import click
 
 from af_metrics.cli.common import open_ledger, settings
 from af_metrics.collector import Collector
-from af_metrics.ledger.store import LedgerError
+from af_metrics.ledger.store import LedgerError, redact_url
 from af_metrics.sources.jupyterhub import HubError
 
 
@@ -75,6 +75,8 @@ def show_config(ctx: click.Context) -> None:
         value = getattr(cfg, name)
         if not field.repr:  # secrets: hub token, gateway password
             value = "***" if value else ""
+        elif name == "ledger":
+            value = redact_url(value)
         click.echo(f"{name} = {value!r}    # AF_METRICS_{name.upper()}: {field.description}")
 
 

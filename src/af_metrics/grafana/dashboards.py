@@ -56,22 +56,24 @@ def overview() -> dashboard.Dashboard:
             stat_panel("Users with a server", "Users with at least one server running now.", "short", r.ACTIVE_USERS)
         )
         .with_panel(
-            stat_panel("DAU", "Distinct users with a server running in the last 24 hours.", "short",
+            stat_panel("Active, last 24 h", "Distinct users with a server running in the last 24 hours (a trailing window; "
+                       "'af-metrics kpi dau' counts local calendar days).", "short",
                        'max(af_active_users{window="1d"})')
         )
         .with_panel(
-            stat_panel("MAU", "Distinct users with a server running in the last 30 days.", "short",
+            stat_panel("Active, last 30 d", "Distinct users with a server running in the last 30 days (trailing window).", "short",
                        'max(af_active_users{window="30d"})')
         )
         .with_panel(
             timeseries_panel(
-                "Active users (DAU / WAU / MAU)",
-                "Distinct users with a server running in the trailing day, week and 30 days (af-metrics' "
-                "ledger; the same definition as 'af-metrics kpi dau').",
+                "Active users, trailing 24 h / 7 d / 30 d",
+                "Distinct users with a server running in the trailing 24 hours, 7 days and 30 days, from "
+                "af-metrics' ledger. Trailing windows from each instant: 'af-metrics kpi dau|wau|mau' count "
+                "local calendar days instead, so the two differ within a day.",
                 "short",
-                query('max(af_active_users{window="1d"})', "DAU"),
-                query('max(af_active_users{window="7d"})', "WAU"),
-                query('max(af_active_users{window="30d"})', "MAU"),
+                query('max(af_active_users{window="1d"})', "24 h"),
+                query('max(af_active_users{window="7d"})', "7 d"),
+                query('max(af_active_users{window="30d"})', "30 d"),
             )
         )
         .with_panel(

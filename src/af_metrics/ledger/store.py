@@ -7,6 +7,7 @@ interrupted (SIGKILL included) leaves no duplicate and loses nothing that was co
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -66,6 +67,11 @@ class SpawnRecord:
     source: str
 
 
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for messages and listings."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
 def engine_for(url: str) -> Engine:
     """An engine for a ledger URL; SQLite gets WAL and a parent directory."""
     if url.startswith("sqlite:///"):
@@ -90,7 +96,7 @@ def engine_for(url: str) -> Engine:
             raise LedgerError("PostgreSQL ledgers need psycopg: pip install 'af-metrics[postgres]'") from None
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
         return sa.create_engine(url, pool_pre_ping=True)
-    raise LedgerError(f"unsupported ledger URL {url!r}: use sqlite:///path.db or postgresql://user@host/db")
+    raise LedgerError(f"unsupported ledger URL {redact_url(url)!r}: use sqlite:///path.db or postgresql://user@host/db")
 
 
 def _alembic_config(conn: Connection) -> Config:
@@ -273,14 +279,23 @@ class Ledger:
         if not seen:
             return []
         stmt = self.insert(sessions)
+        newer = sa.and_(stmt.excluded.last_seen > sessions.c.last_seen, stmt.excluded.last_seen > sa.func.coalesce(sessions.c.ended, 0.0))
         stmt = stmt.on_conflict_do_update(
             index_elements=["user_id", "server", "started"],
             set_={
-                "last_activity": stmt.excluded.last_activity,
-                "last_seen": stmt.excluded.last_seen,
+                # an observation older than what the ledger knows (a replayed or late poll)
+                # neither reopens a closed session nor moves its times back
+                "last_activity": sa.case(
+                    (sa.or_(sessions.c.last_activity.is_(None), stmt.excluded.last_activity > sessions.c.last_activity),
+                     stmt.excluded.last_activity),
+                    else_=sessions.c.last_activity,
+                ),
+                "last_seen": sa.case(
+                    (stmt.excluded.last_seen > sessions.c.last_seen, stmt.excluded.last_seen), else_=sessions.c.last_seen
+                ),
                 "profile": sa.func.coalesce(sessions.c.profile, stmt.excluded.profile),
-                "ended": None,
-                "end_reason": None,
+                "ended": sa.case((newer, None), else_=sessions.c.ended),
+                "end_reason": sa.case((newer, None), else_=sessions.c.end_reason),
             },
         ).returning(sessions.c.id)
         params = [

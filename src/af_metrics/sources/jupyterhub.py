@@ -9,19 +9,22 @@ whose sessions the ledger holds open.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from af_metrics.facts import HubSnapshot, ServerSeen, ServerStopped, SpawnHistogram, UserSeen
+from af_metrics.timeutil import parse_timestamp
 
 REQUIRED_SCOPES = ("list:users", "read:users", "read:servers", "read:users:activity", "read:metrics")
 PAGINATION = "application/jupyterhub-pagination+json"
 MAX_BODY = 64 * 1024 * 1024  # a hub answer larger than this is refused
+MAX_PAGES = 10_000  # users listing: 2 million users at the default page size
 PROFILE_KEYS = ("profile", "image", "profile_slug", "flavor")
 
 
@@ -38,12 +41,7 @@ class HubNotFound(HubError):
 
 
 def parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    ts = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=dt.timezone.utc)
-    return ts.timestamp()
+    return parse_timestamp(value) if value else None
 
 
 def profile_of(user_options: dict | None) -> str | None:
@@ -119,9 +117,16 @@ class HubClient:
             raise HubError(f"hub answered {response.status_code} for {path}")
         return response
 
+    async def _json(self, path: str, params: dict | None = None, accept: str = "application/json") -> Any:
+        response = await self._get(path, params, accept)
+        try:
+            return response.json()
+        except ValueError:
+            raise HubError(f"hub answered {path} with something that is not JSON") from None
+
     async def check_token(self) -> None:
         """Fail with one actionable line if the token is bad or lacks a required scope."""
-        whoami = (await self._get("api/user")).json()
+        whoami = await self._json("api/user")
         missing = missing_scopes(whoami.get("scopes", []))
         if missing:
             who = whoami.get("name", "?")
@@ -131,15 +136,15 @@ class HubClient:
             )
 
     async def users(self, state: str | None = None, include_stopped: bool = False) -> AsyncIterator[dict]:
-        """Every user model, page by page."""
-        offset = 0
+        """Every user model, page by page (the offset must advance; at most MAX_PAGES pages)."""
+        offset = pages = 0
         while True:
             params: dict = {"offset": offset, "limit": self.page_size}
             if state:
                 params["state"] = state
             if include_stopped:
                 params["include_stopped_servers"] = "1"
-            page = (await self._get("api/users", params, accept=PAGINATION)).json()
+            page = await self._json("api/users", params, accept=PAGINATION)
             if isinstance(page, list):  # hubs older than 2.0 do not paginate
                 for user in page:
                     yield user
@@ -149,37 +154,52 @@ class HubClient:
             nxt = (page.get("_pagination") or {}).get("next")
             if not nxt:
                 return
-            offset = int(nxt["offset"])
+            pages += 1
+            try:
+                following = int(nxt["offset"])
+            except (KeyError, TypeError, ValueError):
+                raise HubError("hub's pagination has no usable next offset") from None
+            if following <= offset or pages >= MAX_PAGES:
+                raise HubError(f"hub's pagination does not advance (offset {offset} -> {following}, page {pages})")
+            offset = following
 
     async def user(self, name: str) -> dict | None:
         try:
-            return (await self._get(f"api/users/{quote(name, safe='')}", {"include_stopped_servers": "1"})).json()
+            return await self._json(f"api/users/{quote(name, safe='')}", {"include_stopped_servers": "1"})
         except HubNotFound:
             return None
 
     async def active(self, sweep: bool = False) -> HubSnapshot:
         """Active servers of every user; every user too if ``sweep``."""
         snap = HubSnapshot(observed_at=time.time())
-        async for model in self.users(state="active"):
-            snap.servers.extend(_servers_of(model))
-        if sweep:
-            async for model in self.users():
-                snap.users.append(_user_of(model))
+        with _unexpected_answer():
+            async for model in self.users(state="active"):
+                snap.servers.extend(_servers_of(model))
+            if sweep:
+                async for model in self.users():
+                    snap.users.append(_user_of(model))
         return snap
 
     async def check(self, snap: HubSnapshot, names: Iterable[str]) -> None:
         """Add what the hub says of ``names``' servers (stopped ones included) to ``snap``."""
         names = sorted(set(names))
-        models = await asyncio.gather(*(self.user(n) for n in names))
+        models = await asyncio.gather(*(self.user(n) for n in names), return_exceptions=True)
         active = {(s.user, s.server) for s in snap.servers}
         for name, model in zip(names, models):
+            if isinstance(model, HubAuthError):
+                raise model
+            if isinstance(model, HubError):
+                continue  # not checked this time: its sessions stay as they are until a poll can tell
+            if isinstance(model, BaseException):
+                raise model
             snap.users_checked.add(name)
-            for server_name, server in ((model or {}).get("servers") or {}).items():
-                seen = _server_of(name, server_name, server)
-                if seen is None:
-                    snap.stopped.append(ServerStopped(name, server_name, parse_time(server.get("last_activity"))))
-                elif (name, seen.server) not in active:
-                    snap.servers.append(seen)
+            with _unexpected_answer():
+                for server_name, server in ((model or {}).get("servers") or {}).items():
+                    seen = _server_of(name, server_name, server)
+                    if seen is None:
+                        snap.stopped.append(ServerStopped(name, server_name, parse_time(server.get("last_activity"))))
+                    elif (name, seen.server) not in active:
+                        snap.servers.append(seen)
 
     async def spawn_histogram(self) -> SpawnHistogram:
         """The hub's cumulative spawn-duration histogram from ``/hub/metrics``."""
@@ -197,6 +217,15 @@ def parse_spawn_histogram(text: str, observed_at: float) -> SpawnHistogram:
                 key = (sample.labels.get("status", ""), float(sample.labels["le"]))
                 buckets[key] = buckets.get(key, 0.0) + sample.value  # summed over 'reason'
     return SpawnHistogram(observed_at, buckets)
+
+
+@contextmanager
+def _unexpected_answer() -> Iterator[None]:
+    """A hub answer of the wrong shape is a failed read (one line), not a crash."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise HubError(f"unexpected answer from the hub: {exc.__class__.__name__}: {exc}") from None
 
 
 def _user_of(model: dict) -> UserSeen:
