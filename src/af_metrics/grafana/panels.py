@@ -25,7 +25,6 @@ with warnings.catch_warnings():
     )
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
-WIDTH = 24  # Grafana's grid
 
 
 def query(expr: str, legend: str = "", instant: bool = False, interval: str = "") -> prometheus.Dataquery:
