@@ -12,17 +12,17 @@ import sys
 LINE = b'dask_scheduler_workers{state="idle"} 1.0\n'
 
 
-async def garbage(reader, writer):
+async def garbage(request, writer):
     body = os.urandom(1 << 20)
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
 
-async def malformed(reader, writer):
+async def malformed(request, writer):
     body = b"# TYPE dask_scheduler_workers gauge\n" + b'dask_scheduler_workers{state="idle"} many\n'
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
 
-async def huge(reader, writer):
+async def huge(request, writer):
     """A 1 GB body of long lines, written as fast as the reader takes it."""
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (1 << 30))
     chunk = b"# " + b"x" * (1 << 16) + b"\n"
@@ -31,7 +31,7 @@ async def huge(reader, writer):
         await writer.drain()
 
 
-async def endless(reader, writer):
+async def endless(request, writer):
     """Valid lines, one every 0.2 s, for ever (chunked, no end)."""
     writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
     while True:
@@ -40,11 +40,11 @@ async def endless(reader, writer):
         await asyncio.sleep(0.2)
 
 
-async def redirect(reader, writer):
+async def redirect(request, writer):
     writer.write(b"HTTP/1.1 302 Found\r\nLocation: /metrics\r\nContent-Length: 0\r\n\r\n")
 
 
-async def labels(reader, writer):
+async def labels(request, writer):
     """100,000 distinct label sets of a metric af-metrics reads."""
     body = b"# TYPE dask_scheduler_workers gauge\n" + b"".join(
         b'dask_scheduler_workers{state="s%d"} 1.0\n' % i for i in range(100_000)
@@ -52,18 +52,43 @@ async def labels(reader, writer):
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
 
-async def silent(reader, writer):
+async def silent(request, writer):
     await asyncio.sleep(3600)
 
 
-BEHAVIOURS = {f.__name__: f for f in (garbage, malformed, huge, endless, redirect, labels, silent)}
+def liar(metrics: bytes = b"", counts: bytes = b'{"workers": 1, "cores": 1, "bytes": 0}'):
+    """A well-formed dashboard whose figures lie: extra ``metrics`` lines, or its own counts.json."""
+
+    async def lie(request, writer):
+        if request.startswith(b"GET /json/counts.json "):
+            body = counts
+        else:
+            body = b"# TYPE dask_scheduler_workers gauge\n" + LINE + metrics
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    return lie
+
+
+LIARS = {
+    "lying_inf": liar(counts=b'{"workers": 1e400, "cores": 1, "bytes": 0}'),
+    "lying_huge": liar(counts=b'{"workers": 1, "cores": 100000000000000000000, "bytes": 0}'),
+    "lying_negative": liar(counts=b'{"workers": 1, "cores": 1, "bytes": -5}'),
+    "lying_nan": liar(metrics=b'dask_scheduler_tasks{state="memory"} NaN\n'),
+    "lying_counter": liar(metrics=b"dask_scheduler_tasks_suspicious_total -3.0\n"),
+    "lying_infinite_clients": liar(metrics=b"dask_scheduler_clients +Inf\n"),
+    # not a lie, but 1,000 made-up states with long names: read, summed under "other"
+    "odd_states": liar(metrics=b"".join(
+        b'dask_scheduler_%s{state="%s%d"} 1.0\n' % (family, b"x" * 200, i) for family in (b"workers", b"tasks") for i in range(500)
+    )),
+}
+BEHAVIOURS = {**{f.__name__: f for f in (garbage, malformed, huge, endless, redirect, labels, silent)}, **LIARS}
 
 
 def handler(behave):
     async def handle(reader, writer):
         try:
-            await reader.readuntil(b"\r\n\r\n")
-            await behave(reader, writer)
+            request = await reader.readuntil(b"\r\n\r\n")
+            await behave(request, writer)
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass

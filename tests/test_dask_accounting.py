@@ -141,3 +141,18 @@ def test_dask_kpis(ledger) -> None:  # noqa: ANN001
     assert [r[0] for r in top] == ["alice", "bob"]
     assert top[0][1] == pytest.approx(alice) and top[0][5] == 20 and top[0][6] == pytest.approx(20 / 600)
     assert kpi("dask_core_hours_by_user") == [["2026-01-01", "alice", pytest.approx(alice)], ["2026-01-01", "bob", pytest.approx(bob)]]
+
+
+def test_a_cycle_of_many_large_clusters_fits_the_ledger(ledger) -> None:  # noqa: ANN001
+    """300 schedulers at the plausible thread limit: the cycle's sum exceeds a 32-bit column, and is capped."""
+    from af_metrics.ledger.dask import INT_MAX
+    from af_metrics.ledger.schema import dask_cycles
+    from af_metrics.sources.dask import THREADS_MAX
+
+    targets = [DaskTarget(f"u{i}", "c", f"http://127.0.0.1:{10000 + i}") for i in range(300)]
+    for k in range(2):
+        record_cycle(ledger, T0 + k * S, [(t, sample(T0 + k * S, threads=int(THREADS_MAX))) for t in targets], S)
+    with ledger.engine.connect() as conn:
+        threads = conn.execute(sa.select(dask_cycles.c.threads).order_by(dask_cycles.c.t)).scalars().all()
+        peak = conn.execute(sa.select(sa.func.max(dask_usage.c.max_threads))).scalar_one()
+    assert threads == [INT_MAX, INT_MAX] and peak == THREADS_MAX

@@ -23,7 +23,7 @@ from af_metrics.discovery.hub import HubTemplateProvider
 from af_metrics.discovery.static import StaticFileProvider
 from af_metrics.ledger.dask import UserDaskTotals, recent_users, record_cycle, user_totals
 from af_metrics.ledger.store import Ledger
-from af_metrics.sources.dask import SchedulerHTTP, SchedulerSample, ScrapeError, ScrapeLimits, scrape
+from af_metrics.sources.dask import SchedulerHTTP, SchedulerSample, ScrapeError, ScrapeLimits, describe, scrape
 
 log = logging.getLogger("af_metrics.dask")
 
@@ -93,6 +93,9 @@ class DaskCollector:
                     return await scrape(self._http, target.url, limits)  # type: ignore[arg-type]
                 except ScrapeError as exc:
                     return exc
+                except Exception as exc:  # an unforeseen answer or URL costs this user's read only
+                    log.debug("reading %s failed", target.url, exc_info=True)
+                    return ScrapeError(describe(exc))
 
         return await asyncio.gather(*(one(t) for t in targets))
 

@@ -2,7 +2,9 @@
 
 A provider returns ``DaskTarget`` records (user, cluster, dashboard base URL). ``Discovery``
 asks every configured provider; a provider that fails keeps its last good list (so a hub or
-gateway outage does not look like every cluster stopping) and is reported in ``health``.
+gateway outage does not look like every cluster stopping) and is reported in ``health``; so is
+a provider that raises anything else (a bug or an unforeseen answer must not cost the cycle).
+Target fields are bounded: they become label values and ledger columns.
 """
 
 from __future__ import annotations
@@ -15,8 +17,13 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from af_metrics.collector import SourceHealth
+from af_metrics.sources.dask import describe
 
 log = logging.getLogger("af_metrics.discovery")
+
+USER_MAX = 255  # characters of a user name (the ledger's column)
+CLUSTER_MAX = 128  # characters of a cluster label; longer names are cut
+URL_MAX = 1024  # characters of a dashboard URL (the ledger's column)
 
 
 class DiscoveryError(RuntimeError):
@@ -38,9 +45,13 @@ class DaskTarget:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DiscoveryError(f"scheduler URL {url!r} of user {user!r} is not an http(s) URL")
+        if len(url) > URL_MAX:
+            raise DiscoveryError(f"scheduler URL {url[:60]!r}... of user {user[:60]!r} is longer than {URL_MAX} characters")
         if not user:
             raise DiscoveryError(f"scheduler URL {url!r} has no user")
-        return cls(user, cluster or parts.netloc, url)
+        if len(user) > USER_MAX:
+            raise DiscoveryError(f"user name {user[:60]!r}... is longer than {USER_MAX} characters")
+        return cls(user, (cluster or parts.netloc)[:CLUSTER_MAX], url)
 
 
 class Provider(Protocol):
@@ -65,4 +76,7 @@ class Discovery:
                 health.ok(time.time())
             except DiscoveryError as exc:
                 health.failed(f"dask discovery {provider.name}: {exc}")
+            except Exception as exc:  # any other failure of one provider is that provider's alone
+                log.debug("dask discovery %s failed", provider.name, exc_info=True)
+                health.failed(f"dask discovery {provider.name}: {describe(exc)}")
         return sorted({t for found in self._last.values() for t in found})

@@ -4,6 +4,10 @@ The gateway's ``GET /api/v1/clusters/`` lists only the authenticated user's clus
 API lists all of them, so af-metrics asks once per candidate user (the hub's recently active
 users, plus any configured ones) with the gateway's shared-password (Basic) authentication
 (``SimpleAuthenticator``). The gateway proxies each dashboard at ``/clusters/<name>/``.
+
+Users are asked independently: one user's time-out or refusal keeps that user's last good list
+(and is logged); only when every user fails does the provider fail. Each user's list is capped
+at ``CLUSTERS_PER_USER`` running clusters (the first by name).
 """
 
 from __future__ import annotations
@@ -11,16 +15,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import httpx
 
+from af_metrics.collector import SourceHealth
 from af_metrics.discovery import DaskTarget, DiscoveryError
-from af_metrics.sources.dask import ScrapeError, read_capped
+from af_metrics.sources.dask import ScrapeError, describe, read_capped
 
 ANSWER_MAX = 4 * 1024 * 1024
+CLUSTERS_PER_USER = 20  # more running clusters than this is not one person's analysis
 
 
 @dataclass
@@ -31,6 +38,8 @@ class GatewayProvider:
     timeout: float = 10.0
     concurrency: int = 8
     name: str = "gateway"
+    _last: dict[str, list[DaskTarget]] = field(default_factory=dict, repr=False)  # per user: last good list
+    _health: dict[str, SourceHealth] = field(default_factory=dict, repr=False)  # per user: logs each new error once
 
     async def targets(self) -> list[DaskTarget]:
         base = self.url.rstrip("/")
@@ -38,12 +47,31 @@ class GatewayProvider:
         limit = asyncio.Semaphore(self.concurrency)
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=False, trust_env=False) as client:
 
-            async def one(user: str) -> list[DaskTarget]:
+            async def one(user: str) -> list[DaskTarget] | DiscoveryError:
                 async with limit:
-                    return self._parse(user, base, await self._list(client, base, user))
+                    try:
+                        return self._parse(user, base, await self._list(client, base, user))
+                    except DiscoveryError as exc:
+                        return exc
+                    except Exception as exc:  # an unforeseen answer costs this user's list only
+                        return DiscoveryError(f"gateway at {base}, user {user!r}: {describe(exc)}")
 
             found = await asyncio.gather(*(one(u) for u in names))
-        return [t for ts in found for t in ts]
+        errors = [r for r in found if isinstance(r, DiscoveryError)]
+        if errors and len(errors) == len(names):
+            raise errors[0]
+        last: dict[str, list[DaskTarget]] = {}
+        health: dict[str, SourceHealth] = {}
+        for user, result in zip(names, found):
+            h = health[user] = self._health.get(user) or SourceHealth()
+            if isinstance(result, DiscoveryError):
+                h.failed(f"dask discovery {self.name}: {result}")
+                last[user] = self._last.get(user, [])
+            else:
+                h.ok(time.time())
+                last[user] = result
+        self._last, self._health = last, health
+        return [t for ts in last.values() for t in ts]
 
     async def _list(self, client: httpx.AsyncClient, base: str, user: str) -> dict:
         auth = base64.b64encode(f"{user}:{self.password}".encode()).decode()
@@ -70,11 +98,13 @@ class GatewayProvider:
 
     @staticmethod
     def _parse(user: str, base: str, clusters: dict) -> list[DaskTarget]:
-        out = []
-        for name, model in clusters.items():
+        out: list[DaskTarget] = []
+        for name, model in sorted(clusters.items()):
             route = model.get("dashboard_route") if isinstance(model, dict) else None
             if not isinstance(route, str) or model.get("status") != "RUNNING":
                 continue
+            if len(out) == CLUSTERS_PER_USER:
+                break
             dashboard = route.removesuffix("/status") if route.endswith("/status") else f"/clusters/{quote(str(name), safe='')}"
             out.append(DaskTarget.make(user, str(name), base + dashboard))
         return out

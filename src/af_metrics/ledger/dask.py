@@ -38,6 +38,7 @@ from af_metrics.sources.dask import SchedulerSample
 from af_metrics.timeutil import day_of, hour_slices
 
 GAP_FACTOR = 3.0  # a run ends after this many sample intervals without a read
+INT_MAX = 2**31 - 1  # Integer columns; a cycle's sums over many (plausible) schedulers are clamped to it
 TOTALS = ("worker_seconds", "core_seconds", "memory_byte_seconds", "tasks_finished", "tasks_erred", "tasks_suspicious")
 
 
@@ -246,7 +247,7 @@ def record_cycle(
             {
                 "t": at, "day": day_of(at, ledger.tz), "targets": len(keyed), "up": len(up),
                 "users": len({u for (u, _, _), s in keyed.items() if s is not None and s.workers > 0}),
-                "workers": sum(s.workers for s in up), "threads": sum(s.threads for s in up),
+                "workers": min(INT_MAX, sum(s.workers for s in up)), "threads": min(INT_MAX, sum(s.threads for s in up)),
             },
         )
 

@@ -8,7 +8,9 @@ families af-metrics uses are handed to prometheus_client's parser, line by line.
 What distributed (2024.1 .. 2026.8) exposes: ``/metrics`` has workers by state, tasks by state,
 clients, suspicious-task and per-prefix state counters, but no thread or memory figures;
 ``/json/counts.json`` has ``workers``, ``cores`` (threads) and ``bytes`` (Dask-managed data held
-by the workers). ``/json/identity.json`` has memory limits but answers HTTP 500 whenever a
+by the workers). Every figure must be a finite number in a plausible range, or the whole read
+fails (a lie must not poison running totals or overflow ledger columns); ``state`` labels outside
+Dask's own states are summed under ``other`` (a scheduler must not add series to af-metrics). ``/json/identity.json`` has memory limits but answers HTTP 500 whenever a
 worker heartbeat carries timing digests (tuple keys it cannot encode), so it is not read.
 """
 
@@ -37,6 +39,18 @@ PROCESS_START = "process_start_time_seconds"
 WANTED = (WORKERS, TASKS, CLIENTS, SUSPICIOUS, PREFIX_STATES, TICKS, PROCESS_START)
 _WANTED_NAMES = frozenset(w.encode() for w in WANTED)
 
+# plausible upper bounds; every figure is also >= 0 and finite
+WORKERS_MAX = 1e5
+THREADS_MAX = 1e7
+BYTES_MAX = 1e15
+COUNT_MAX = 1e15  # tasks, clients, cumulative counters, event-loop ticks
+TIME_MAX = 1e11  # process start time, epoch seconds
+
+# the states distributed 2024.1 .. 2026.8 uses as the ``state`` label; any other is summed as OTHER
+WORKER_STATES = frozenset({"idle", "partially_saturated", "saturated", "paused", "retiring", "paused_or_retiring"})
+TASK_STATES = frozenset({"released", "waiting", "no-worker", "queued", "processing", "memory", "erred", "forgotten"})
+OTHER = "other"
+
 
 class ScrapeError(RuntimeError):
     """One scheduler could not be read; the message is one line naming why."""
@@ -44,6 +58,28 @@ class ScrapeError(RuntimeError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status  # the HTTP status, when an answer had the wrong one
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming an unexpected exception: its class and the start of its message."""
+    text = str(exc).splitlines()[0][:120] if str(exc) else ""
+    return f"unexpected {exc.__class__.__name__}: {text}"
+
+
+def plausible(what: str, value: object, high: float) -> float:
+    """``value`` as a float if it is a number in [0, ``high``] (so finite); ScrapeError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+        raise ScrapeError(f"implausible {what}: not a number in 0..{high:g}")
+    return float(value)
+
+
+def _state(labels: dict[str, str], known: frozenset[str]) -> str:
+    state = labels.get("state", "")
+    return state if state in known else OTHER
+
+
+def _add(by_state: dict[str, float], state: str, value: float) -> None:
+    by_state[state] = by_state.get(state, 0.0) + value
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,21 +128,22 @@ def parse_metrics(body: bytes | bytearray) -> dict[str, float | dict]:
         for family in text_fd_to_metric_families(_lines(body)):
             for s in family.samples:
                 if s.name == WORKERS:
-                    out["workers_by_state"][s.labels.get("state", "")] = s.value
+                    _add(out["workers_by_state"], _state(s.labels, WORKER_STATES), plausible(s.name, s.value, WORKERS_MAX))
                 elif s.name == TASKS:
-                    out["tasks"][s.labels.get("state", "")] = s.value
+                    _add(out["tasks"], _state(s.labels, TASK_STATES), plausible(s.name, s.value, COUNT_MAX))
                 elif s.name == CLIENTS:
-                    out["clients"] = s.value
+                    out["clients"] = plausible(s.name, s.value, COUNT_MAX)
                 elif s.name == SUSPICIOUS:
-                    out["suspicious"] += s.value
+                    out["suspicious"] += plausible(s.name, s.value, COUNT_MAX)
                 elif s.name == PREFIX_STATES and s.labels.get("state") in ("memory", "erred"):
-                    out["finished"] += s.value
+                    value = plausible(s.name, s.value, COUNT_MAX)
+                    out["finished"] += value
                     if s.labels["state"] == "erred":
-                        out["erred"] += s.value
+                        out["erred"] += value
                 elif s.name == TICKS:
-                    out["ticks"] = s.value
+                    out["ticks"] = plausible(s.name, s.value, COUNT_MAX)
                 elif s.name == PROCESS_START:
-                    out["started"] = s.value
+                    out["started"] = plausible(s.name, s.value, TIME_MAX)
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ScrapeError(f"unparsable /metrics: {str(exc)[:120]}") from None
     if not out["workers_by_state"]:
@@ -118,7 +155,11 @@ def parse_counts(body: bytes | bytearray) -> tuple[int, int, float]:
     """(workers, threads, managed bytes) from ``/json/counts.json``."""
     try:
         counts = json.loads(body)
-        return int(counts["workers"]), int(counts["cores"]), float(counts["bytes"])
+        return (
+            int(plausible("workers in /json/counts.json", counts["workers"], WORKERS_MAX)),
+            int(plausible("cores in /json/counts.json", counts["cores"], THREADS_MAX)),
+            plausible("bytes in /json/counts.json", counts["bytes"], BYTES_MAX),
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise ScrapeError(f"unusable /json/counts.json: {str(exc)[:120]}") from None
 
