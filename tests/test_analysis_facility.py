@@ -83,7 +83,7 @@ class Serve(AfProcess):
             if self.proc.poll() is not None:
                 raise AssertionError(f"serve exited: {log.read_text()[-2000:]}")
             try:
-                return httpx.get(f"{self.url}/healthz", timeout=2).status_code in (200, 503)
+                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
             except httpx.HTTPError:
                 return False
 
@@ -147,7 +147,10 @@ def test_bad_pushes_reach_nothing(ledger_url: str, hub: LocalFacility, servers, 
             "service token": serve.push(good, hub.af_token).status_code,
             "oversized": serve.push(b"{" + b" " * MAX_BODY_BYTES + b"}", token).status_code,
             "not json": serve.push("{this is not json}", token).status_code,
-            "negative events": serve.push(sample_record().model_dump_json().replace('"events":1000,', '"events":-5,', 1), token).status_code,
+            "negative events": serve.push(good.replace('"events":1000,', '"events":-5,', 1), token).status_code,
+            "2**62 events": serve.push(good.replace('"events":1000,', f'"events":{2**62},', 1), token).status_code,
+            "2**31 chunks": serve.push(good.replace('"chunks":2,', f'"chunks":{2**31},', 1), token).status_code,
+            "2**31 dataset chunks": serve.push(good.replace('"chunks":2}', f'"chunks":{2**31}}}', 1), token).status_code,
             "unknown field": serve.push(good[:-1] + ',"admin":true}', token).status_code,
             "bad run id": serve.push(good.replace('"run_id":"', '"run_id":"../', 1), token).status_code,
         }
@@ -157,7 +160,8 @@ def test_bad_pushes_reach_nothing(ledger_url: str, hub: LocalFacility, servers, 
         hub.start_hub()
     assert answers == {
         "no token": 401, "invalid token": 401, "service token": 401, "oversized": 413,
-        "not json": 400, "negative events": 400, "unknown field": 400, "bad run id": 400, "hub down": 503,
+        "not json": 400, "negative events": 400, "2**62 events": 400, "2**31 chunks": 400, "2**31 dataset chunks": 400,
+        "unknown field": 400, "bad run id": 400, "hub down": 503,
     }
     assert message.startswith("invalid run record:") and "\n" not in message
     assert stored_runs(ledger_url) == []

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from af_metrics.coffea.exposition import AnalysisCollector
 from af_metrics.coffea.record import CHUNK_EVENTS_BOUNDS, CHUNK_SECONDS_BOUNDS, RunRecord
+from af_metrics.figures import compute_figure, resolve_range, user_id
 from af_metrics.kpis import compute_kpi
 from af_metrics.ledger.analysis import read_analysis_figures, store_run
 from af_metrics.ledger.store import Ledger, SessionRecord
@@ -66,6 +67,27 @@ def test_analysis_kpis(ledger: Ledger) -> None:
 
     table = compute_kpi(ledger, "analysis_by_user", **{"from": "2026-03-01", "to": "2026-03-31"})
     assert table["rows"] == [["ann", 3, 3, 9000, 900_000, 30.0, 50.0], ["ben", 2, 1, 200, 20_000, 10.0, 10.0]]
+
+
+def test_sums_past_the_64_bit_range_do_not_break_reports(ledger: Ledger) -> None:
+    """Runs stored before the record's bounds (2**62 events each): SQLite's integer SUM overflows on two."""
+    huge = 2**62
+    for hour in (10, 11, 12):
+        record = run(at(1, hour), 1000, 10, 1)
+        record = record.model_copy(update={
+            "events": huge, "bytes_read": huge,
+            "datasets": [record.datasets[0].model_copy(update={"events": huge, "bytes_read": huge})],
+        })
+        assert store_run(ledger, "ann", record, at(1, 23))
+    assert series(ledger, "analysis_events", "month") == {"2026-03": pytest.approx(3 * huge)}
+    assert series(ledger, "analysis_bytes_read", "month") == {"2026-03": pytest.approx(3 * huge)}
+    table = compute_kpi(ledger, "analysis_by_user", **{"from": "2026-03-01", "to": "2026-03-31"})
+    assert table["rows"][0][:5] == ["ann", 3, 3, pytest.approx(3 * huge), pytest.approx(3 * huge)]
+    fig = read_analysis_figures(ledger, user_cap=10)
+    assert fig.per_user["ann"].datasets["DY"][:2] == (pytest.approx(3 * huge), pytest.approx(3 * huge))
+    period, by = resolve_range(ledger, "2026-03-01", "2026-03-03", None, "range")
+    mine = compute_figure(ledger, "my_throughput", period, by, user_id(ledger, "ann"))
+    assert mine["rows"][0][1:3] == [3, pytest.approx(3 * huge)]
 
 
 def test_exporter_figures_cap_users_and_datasets(ledger: Ledger) -> None:

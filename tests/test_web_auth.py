@@ -11,22 +11,40 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import time
+
 import httpx
 import pytest
+import sqlalchemy as sa
 
-from af_metrics.demo.facility import LocalFacility, free_port
+from af_metrics.coffea.push import PUSH_PATH
+from af_metrics.demo.facility import AF_SERVICE, LocalFacility, free_port
+from af_metrics.ledger.schema import analysis_runs
 from af_metrics.ledger.store import Ledger
 from tests.conftest import _proxy, wait_until
 from tests.facility import AfProcess
-from tests.web_support import PREFIX, SESSIONS, seed_usage, user_token, web_hub, web_settings
+from tests.web_support import PREFIX, SESSIONS, TOKENS_SERVICE, _run, seed_usage, user_token, web_hub, web_settings
 
 pytestmark = pytest.mark.hub
 
 
 class Site:
-    def __init__(self, facility: LocalFacility, port: int, tokens: dict[str, str]) -> None:
-        self.facility, self.tokens = facility, tokens
+    def __init__(self, facility: LocalFacility, port: int, tokens: dict[str, str], ledger_url: str, log: Path) -> None:
+        self.facility, self.tokens, self.ledger_url, self.log = facility, tokens, ledger_url, log
         self.direct = f"http://127.0.0.1:{port}"
+
+    def push(self, token: str) -> httpx.Response:
+        record = _run(time.time() - 60, 1000, 10.0, 2)
+        return httpx.post(f"{self.direct}{PUSH_PATH}", content=record.model_dump_json(),
+                          headers={"Authorization": f"token {token}"}, timeout=30)
+
+    def run_ids(self) -> set[str]:
+        led = Ledger.open(self.ledger_url)
+        try:
+            with led.engine.connect() as conn:
+                return set(conn.execute(sa.select(analysis_runs.c.run_id)).scalars())
+        finally:
+            led.engine.dispose()
 
     def get(self, path: str, user: str | None = None, token: str | None = None, via_hub: bool = False, **params: str) -> httpx.Response:
         token = token or (self.tokens[user] if user else None)
@@ -51,13 +69,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             def up() -> bool:
                 serve.running()
                 try:
-                    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code in (200, 503)
+                    return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
                 except httpx.HTTPError:
                     return False
 
             wait_until(up, 60, what="af-metrics serve to answer")
             tokens = {u: user_token(facility, u) for u in ("alice", "bob", "olga", "rita", "adam")}
-            yield Site(facility, port, tokens)
+            yield Site(facility, port, tokens, ledger_url, base / "serve.log")
             serve.terminate()
 
 
@@ -122,7 +140,7 @@ def test_through_the_hubs_proxy(site: Site) -> None:
 def test_prometheus_endpoints_stay_open(site: Site) -> None:
     assert httpx.get(f"{site.direct}/metrics", timeout=10).status_code == 200
     assert httpx.get(f"{site.direct}/sd/dask", timeout=10).status_code == 200
-    assert httpx.get(f"{site.direct}/healthz", timeout=10).status_code in (200, 503)
+    assert httpx.get(f"{site.direct}/healthz", timeout=10).status_code == 200
     assert httpx.get(f"{site.direct}{PREFIX}static/plotly.min.js", timeout=30).text.startswith("/**")
 
 
@@ -145,7 +163,33 @@ def test_the_api_is_also_at_the_root_for_scripts(site: Site) -> None:
     assert httpx.get(f"{site.direct}/api/v1/kpis/dau", timeout=30).status_code == 401
 
 
-def test_logs_name_no_token(site: Site, tmp_path: Path) -> None:
-    log = Path(site.facility.workdir).parent / "serve.log"
-    text = log.read_text()
+def hub_token(site: Site, user: str, scopes: list[str]) -> str:
+    """A token of ``user`` limited to ``scopes``, as the hub gives an OAuth client or a user makes one."""
+    headers = {"Authorization": f"token {site.facility.tokens[TOKENS_SERVICE]}"}
+    resp = httpx.post(f"{site.facility.hub_url}/hub/api/users/{user}/tokens", headers=headers, timeout=30,
+                      json={"note": "af-metrics: another client", "scopes": scopes})
+    assert resp.status_code == 201, resp.text
+    return resp.json()["token"]
+
+
+def test_a_push_needs_a_token_acting_for_the_user(site: Site) -> None:
+    before = site.run_ids()
+    # what a token issued to another client carries: it identifies alice, and reaches that client
+    identify_only = hub_token(site, "alice", ["read:users:name!user"])
+    service = hub_token(site, "alice", ["read:users!user", f"access:services!service={AF_SERVICE}"])
+    refused = {name: site.push(token) for name, token in (("identify", identify_only), ("service", service))}
+    assert {name: r.status_code for name, r in refused.items()} == {"identify": 401, "service": 401}
+    assert "JUPYTERHUB_API_TOKEN" in refused["identify"].json()["error"]
+    assert site.run_ids() == before
+    own = site.push(site.tokens["alice"])  # the user's own API token acts for the user
+    assert own.status_code == 201 and own.json()["user"] == "alice"
+    assert site.run_ids() == before | {own.json()["run_id"]}
+
+
+def test_logs_name_no_token(site: Site) -> None:
+    pushed = site.push(site.tokens["bob"])
+    assert pushed.status_code == 201
+    assert site.get("api/v1/users/alice/figures/my_sessions", "bob").status_code == 403
+    text = wait_until(lambda: "of bob stored" in site.log.read_text() and site.log.read_text(), 30, what="the push in the log")
+    assert pushed.json()["run_id"] in text
     assert all(token not in text for token in site.tokens.values())

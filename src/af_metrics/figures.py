@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from af_metrics.kpis.analysis import RUNS_IN_RANGE, SUCCESS
+from af_metrics.kpis.analysis import EVENTS_SUM, RUNS_IN_RANGE, SUCCESS
 from af_metrics.kpis.compute import evaluate
 from af_metrics.kpis.dask import TOP_USERS  # the top-users charts show as many users as this KPI
 from af_metrics.kpis.periods import BY_CHOICES, Period, PeriodError, buckets, iso_day, resolve
@@ -213,7 +213,7 @@ def _user_dask(q: Query, uid: int | None) -> Table:
 
 def _user_throughput(q: Query, uid: int | None) -> Table:
     """Own runs, events and median throughput per bucket, beside the facility's median (a KPI)."""
-    counts = _per_bucket(q, f"SELECT {q.bucket}, COUNT(*), SUM(ar.events) {RUNS_IN_RANGE} AND ar.user_id = :uid GROUP BY {q.bucket}",
+    counts = _per_bucket(q, f"SELECT {q.bucket}, COUNT(*), {EVENTS_SUM} {RUNS_IN_RANGE} AND ar.user_id = :uid GROUP BY {q.bucket}",
                          {"uid": uid}, (0, 0))
     mine = f"SELECT {q.bucket} AS bucket, ar.events_per_thread_second AS v {RUNS_IN_RANGE} AND {SUCCESS} AND ar.events > 0 AND ar.user_id = :uid"
     own = _per_bucket(q, nearest_rank(mine, (50,)), {"uid": uid}, (None,))

@@ -12,7 +12,8 @@ from af_metrics.coffea.spool import Outcome
 
 PUSH_PATH = "/api/v1/analysis/runs"
 PUSH_TIMEOUT = 3.0
-REJECTED = {400, 413, 422}  # the record itself is wrong: sending it again cannot help
+# not about this record: the service, the hub or the token may be fine later; stop and keep everything
+WAIT = {401, 403, 408, 429, 502, 503, 504}
 
 
 class PushClient:
@@ -23,14 +24,18 @@ class PushClient:
                                     verify=self.endpoint.startswith("https://"))
 
     def send(self, line: str) -> Outcome:
-        """POST one record; 'retry' when the facility or the hub cannot take it now."""
+        """POST one record: 'retry' when the facility or the hub cannot take anything now, 'reject' when
+        the facility refuses this record (4xx), 'failed' when it broke on this record (5xx)."""
         try:
             response = self._client.post(self.endpoint, content=line, headers={"Content-Type": "application/json"})
         except httpx.HTTPError:
             return "retry"
         if response.is_success:
             return "sent"
-        return "reject" if response.status_code in REJECTED else "retry"
+        code = response.status_code
+        if code in WAIT:
+            return "retry"
+        return "reject" if code < 500 else "failed"
 
     def close(self) -> None:
         self._client.close()

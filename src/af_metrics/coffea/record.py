@@ -16,7 +16,10 @@ from af_metrics.coffea.buckets import CHUNK_EVENTS_BOUNDS, CHUNK_SECONDS_BOUNDS
 
 MAX_DATASETS = 200
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
-Count = Annotated[int, Field(ge=0, le=2**62)]
+# the ledger keeps chunk-level counts in 32-bit columns and event/byte totals in 64-bit ones; sums
+# are taken as doubles, exact up to 2**53 (a petabyte is 2**50 bytes)
+SmallCount = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Count = Annotated[int, Field(ge=0, le=2**53)]
 Seconds = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
 Epoch = Annotated[float, Field(ge=0, le=1e10, allow_inf_nan=False)]
 
@@ -32,13 +35,13 @@ class DatasetFigures(Strict):
     events: Count = 0
     bytes_read: Count = 0
     process_seconds: Seconds = 0.0
-    chunks: Count = 0
+    chunks: SmallCount = 0
 
 
 class Distribution(Strict):
     """Counts per bucket of a fixed-bound histogram; the last count is the +Inf bucket."""
 
-    counts: list[Count]
+    counts: list[SmallCount]
 
 
 class RunRecord(Strict):
@@ -55,9 +58,9 @@ class RunRecord(Strict):
     ended: Epoch
     wall_seconds: Seconds
     events: Count
-    chunks: Count
+    chunks: SmallCount
     bytes_read: Count
-    columns_read: Count
+    columns_read: SmallCount
     process_seconds: Seconds
     chunk_seconds: Seconds = 0.0  # summed wall time of chunks on the workers (open + build + process)
     threads: Annotated[int, Field(ge=1, le=1_000_000)]

@@ -4,12 +4,15 @@ A record is appended (and fsync'ed) before anyone tries to send it and removed o
 facility accepted it, so a crash or a kill at any point loses nothing; a record sent twice
 (accepted, then killed before removal) is stored once because the facility keys runs by id.
 ``spool.lock`` guards the file for short reads and rewrites; ``drain.lock`` lets one process
-at a time send, without blocking the kernels that append.
+at a time send, without blocking the kernels that append. A record the facility refuses, or
+fails on ``MAX_ATTEMPTS`` times, is moved to ``rejected.jsonl`` so it cannot block the others.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -18,10 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Outcome = Literal["sent", "retry", "reject"]
+# sent: accepted; retry: nothing can be sent now (stop, keep all); reject: the facility refuses
+# this record; failed: the facility broke on this record (counted, then rejected)
+Outcome = Literal["sent", "retry", "reject", "failed"]
 
 DRAIN_MAX_RECORDS = 1000
 DRAIN_MAX_SECONDS = 30.0
+MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,7 @@ class Spool:
         self.directory = directory
         self.path = directory / "spool.jsonl"
         self.rejected_path = directory / "rejected.jsonl"
+        self.attempts_path = directory / "attempts.json"
 
     def add(self, line: str) -> None:
         with self._locked("spool.lock"):
@@ -52,8 +59,10 @@ class Spool:
             with self._locked("drain.lock", blocking=False):
                 with self._locked("spool.lock"):
                     lines = self._read()
+                attempts = self._attempts()
                 done: set[str] = set()
                 rejected: list[str] = []
+                failed = False
                 deadline = time.monotonic() + DRAIN_MAX_SECONDS
                 for line in lines[:DRAIN_MAX_RECORDS]:
                     if time.monotonic() > deadline:
@@ -61,19 +70,36 @@ class Spool:
                     outcome = send(line)
                     if outcome == "retry":
                         break
+                    if outcome == "failed":
+                        failed = True
+                        key = _key(line)
+                        attempts[key] = attempts.get(key, 0) + 1
+                        if attempts[key] < MAX_ATTEMPTS:
+                            continue  # kept for the next drain; the records behind it go on
+                        outcome = "reject"
                     done.add(line)
                     if outcome == "reject":
                         rejected.append(line)
-                if not done:
+                if not done and not failed:
                     return DrainResult(left=len(lines))
                 with self._locked("spool.lock"):
                     for line in rejected:  # kept for the user to see; never retried
                         append_line(self.rejected_path, line)
                     left = [line for line in self._read() if line not in done]
                     _replace(self.path, left)
+                    kept = {_key(line) for line in left}
+                    _replace(self.attempts_path, [json.dumps({k: n for k, n in attempts.items() if k in kept})])
                 return DrainResult(sent=len(done) - len(rejected), rejected=len(rejected), left=len(left))
         except BlockingIOError:
             return DrainResult(busy=True)
+
+    def _attempts(self) -> dict[str, int]:
+        """Failed sends per record (by hash), across drains and processes."""
+        try:
+            data = json.loads(self.attempts_path.read_text() or "{}")
+        except (FileNotFoundError, ValueError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, int)} if isinstance(data, dict) else {}
 
     def _read(self) -> list[str]:
         try:
@@ -106,6 +132,10 @@ def append_line(path: Path, line: str, durable: bool = True) -> None:
         handle.flush()
         if durable:
             os.fsync(handle.fileno())
+
+
+def _key(line: str) -> str:
+    return hashlib.sha256(line.encode()).hexdigest()[:32]
 
 
 def _replace(path: Path, lines: list[str]) -> None:

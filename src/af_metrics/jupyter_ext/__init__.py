@@ -2,7 +2,9 @@
 
 ``<server>/af-metrics/metrics`` (Prometheus text) and ``<server>/af-metrics/runs`` (JSON, the
 latest runs with derived throughput figures) are read from the journal the user's kernels
-write; both need the same authentication as every other Jupyter handler. When a facility URL
+write; both need the same authentication as every other Jupyter handler, and the server's
+authorizer must allow ``read`` on the ``af-metrics`` resource (so a server's authorizer can keep
+visitors it lets in, e.g. through sharing, away from the owner's runs). When a facility URL
 is configured, the extension also sends the spool every minute, so runs recorded while the
 facility was down arrive without waiting for the next analysis.
 """
@@ -14,6 +16,7 @@ import getpass
 import os
 from typing import Any
 
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.utils import url_path_join
 from prometheus_client import CollectorRegistry, generate_latest
@@ -34,7 +37,7 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 class _Handler(JupyterHandler):
-    auth_resource = "af-metrics"
+    auth_resource = "af-metrics"  # what @authorized asks the server's authorizer about
 
     @property
     def journal(self) -> JournalTail:
@@ -43,6 +46,7 @@ class _Handler(JupyterHandler):
 
 class MetricsHandler(_Handler):
     @web.authenticated
+    @authorized
     def get(self) -> None:
         figures = self.journal.figures()
         registry = CollectorRegistry()
@@ -53,6 +57,7 @@ class MetricsHandler(_Handler):
 
 class RunsHandler(_Handler):
     @web.authenticated
+    @authorized
     def get(self) -> None:
         try:
             limit = min(max(int(self.get_query_argument("limit", "50")), 1), RUNS_LIMIT_MAX)

@@ -16,6 +16,9 @@ from af_metrics.kpis.sql import nearest_rank
 
 RUNS_IN_RANGE = "FROM analysis_runs ar JOIN calendar c ON c.day = ar.day WHERE ar.day BETWEEN :a AND :b"
 SUCCESS = "ar.status = 'success'"
+# integer columns are summed as doubles: SQLite's integer SUM raises once past 2**63
+EVENTS_SUM = "SUM(CAST(ar.events AS DOUBLE PRECISION))"
+BYTES_SUM = "SUM(CAST(ar.bytes_read AS DOUBLE PRECISION))"
 FIRST_RUNS = (
     "SELECT user_id, MIN(started) AS first_run, MIN(day) AS day FROM analysis_runs"
     " WHERE status = 'success' GROUP BY user_id"
@@ -25,6 +28,10 @@ FIRST_RUNS = (
 def _sum_by_bucket(q: Query, expression: str, where: str = "1 = 1") -> Series:
     sql = f"SELECT {q.bucket}, {expression} {RUNS_IN_RANGE} AND {where} GROUP BY {q.bucket}"
     return {b: v for b, v in q.conn.execute(sa.text(sql), q.params)}
+
+
+def _counts(series: Series) -> Series:
+    return {b: int(v) for b, v in series.items() if v is not None}
 
 
 @register("analysis_runs", title="Analysis runs", unit="runs", missing=0,
@@ -42,13 +49,13 @@ def analysis_users(q: Query) -> Series:
 @register("analysis_events", title="Events analysed", unit="events", missing=0,
           definition="Events processed by analysis runs started in the bucket (all outcomes).")
 def analysis_events(q: Query) -> Series:
-    return _sum_by_bucket(q, "SUM(ar.events)")
+    return _counts(_sum_by_bucket(q, EVENTS_SUM))
 
 
 @register("analysis_bytes_read", title="Bytes read by analyses", unit="bytes", missing=0,
           definition="Bytes read from input files by analysis runs started in the bucket.")
 def analysis_bytes_read(q: Query) -> Series:
-    return _sum_by_bucket(q, "SUM(ar.bytes_read)")
+    return _counts(_sum_by_bucket(q, BYTES_SUM))
 
 
 def _throughput(q: Query) -> dict[str, tuple[float | None, float | None]]:
@@ -97,7 +104,8 @@ def analysis_time_to_first_run(q: Query) -> Series:
           definition="Per user over the range: runs, successful runs, events, bytes read, throughput p50/p90 (events/s/thread).")
 def analysis_by_user(q: Query) -> Table:
     totals = (
-        "SELECT u.name, COUNT(*), SUM(CASE WHEN ar.status = 'success' THEN 1 ELSE 0 END), SUM(ar.events), SUM(ar.bytes_read)"
+        "SELECT u.name, COUNT(*), SUM(CASE WHEN ar.status = 'success' THEN 1 ELSE 0 END), "
+        f"{EVENTS_SUM}, {BYTES_SUM}"
         " FROM analysis_runs ar JOIN users u ON u.id = ar.user_id WHERE ar.day BETWEEN :a AND :b GROUP BY u.name"
     )
     values = (

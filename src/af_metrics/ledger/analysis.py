@@ -51,6 +51,11 @@ def store_run(ledger: Ledger, user: str, record: RunRecord, received: float) -> 
         return True
 
 
+def total(column: sa.ColumnElement) -> sa.ColumnElement:
+    """SUM of an integer column as a double: SQLite's integer SUM raises on overflow past 2**63."""
+    return sa.func.sum(sa.cast(column, sa.Float))
+
+
 def read_analysis_figures(ledger: Ledger, user_cap: int, dataset_cap: int = DATASETS_PER_USER) -> AnalysisFigures:
     """Per-user totals for the ``user_cap`` users with the latest runs; beyond ``dataset_cap``
     datasets a user's smaller ones are summed under ``_other`` (bounded label cardinality)."""
@@ -76,20 +81,20 @@ def read_analysis_figures(ledger: Ledger, user_cap: int, dataset_cap: int = DATA
             ua.runs[status] = int(runs)
             ua.chunk_seconds_sum += float(seconds or 0.0)
         ds = analysis_run_datasets
+        dataset_events = total(ds.c.events)
         rows = conn.execute(
-            sa.select(analysis_runs.c.user_id, ds.c.dataset, sa.func.sum(ds.c.events), sa.func.sum(ds.c.bytes_read),
-                      sa.func.sum(ds.c.process_seconds))
+            sa.select(analysis_runs.c.user_id, ds.c.dataset, dataset_events, total(ds.c.bytes_read), sa.func.sum(ds.c.process_seconds))
             .join(analysis_runs, analysis_runs.c.id == ds.c.run_id)
             .where(in_kept)
             .group_by(analysis_runs.c.user_id, ds.c.dataset)
-            .order_by(analysis_runs.c.user_id, sa.func.sum(ds.c.events).desc(), ds.c.dataset)
+            .order_by(analysis_runs.c.user_id, dataset_events.desc(), ds.c.dataset)
         ).all()
         for uid, dataset, events, nbytes, seconds in rows:  # largest first: they keep their own label
             fig.per_user[kept[uid]].add_dataset(dataset, int(events), int(nbytes), float(seconds or 0.0), dataset_cap)
         b = analysis_chunk_buckets
         les = (*CHUNK_SECONDS_BOUNDS, INF_LE)
         for uid, le, count in conn.execute(
-            sa.select(analysis_runs.c.user_id, b.c.le, sa.func.sum(b.c.count))
+            sa.select(analysis_runs.c.user_id, b.c.le, total(b.c.count))
             .join(analysis_runs, analysis_runs.c.id == b.c.run_id)
             .where(in_kept, b.c.kind == "duration")
             .group_by(analysis_runs.c.user_id, b.c.le)

@@ -2,18 +2,23 @@
 
 The endpoint is user-controlled, so it is treated as hostile: the body is capped (413), parsed
 strictly (400), and the run is filed under the user the hub says owns the bearer token (401
-otherwise); the ``user`` written in the payload is never used. Token checks are cached briefly
-so a burst of pushes costs one hub request.
+otherwise); the ``user`` written in the payload is never used. Only a token that acts for its
+user (the user's server token, ``JUPYTERHUB_API_TOKEN``, or the user's own API token) is
+accepted: an OAuth token the user gave another client (someone's shared server, a service) only
+identifies the user and must not let that client file runs in their name. Token checks are
+cached briefly and bounded in concurrency, so a burst of pushes costs the hub little.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 
 import httpx
+import sqlalchemy as sa
 import tornado.web
 from pydantic import ValidationError
 
@@ -21,8 +26,10 @@ from af_metrics.coffea.record import RunRecord
 from af_metrics.ledger.analysis import store_run
 from af_metrics.web.app import BaseHandler
 
+log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
 HUB_TIMEOUT = 5.0
+HUB_CONCURRENCY = 8  # token lookups in flight at once; the rest wait (bounded by the time-out)
 
 
 class HubUnavailable(RuntimeError):
@@ -33,24 +40,38 @@ class HubIdentity:
     """Who owns a JupyterHub token, as ``GET {hub}/hub/api/user`` with that token says."""
 
     def __init__(self, hub_url: str, timeout: float = HUB_TIMEOUT, ttl: float = 60.0, negative_ttl: float = 10.0,
-                 max_entries: int = 4096) -> None:
+                 max_entries: int = 4096, concurrency: int = HUB_CONCURRENCY) -> None:
         self.endpoint = f"{hub_url.rstrip('/')}/hub/api/user"
         self.timeout = timeout
         self.ttl, self.negative_ttl, self.max_entries = ttl, negative_ttl, max_entries
         self._cache: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+        self._lookups = asyncio.Semaphore(concurrency)
 
     async def user_of(self, token: str) -> str | None:
-        """The user's name, or None if the hub does not accept the token as a user's."""
+        """The user's name, or None if the hub does not accept the token as one acting for its user."""
         key = hashlib.sha256(token.encode()).hexdigest()
-        hit = self._cache.get(key)
-        if hit is not None and hit[1] > time.monotonic():
+        if (hit := self._cached(key)) is not None:
             return hit[0]
-        name = await self._ask(token)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._lookups.acquire()
+        except TimeoutError:
+            raise HubUnavailable("too many token checks under way") from None
+        try:
+            if (hit := self._cached(key)) is not None:  # answered while this one waited
+                return hit[0]
+            name = await self._ask(token)
+        finally:
+            self._lookups.release()
         self._cache[key] = (name, time.monotonic() + (self.ttl if name else self.negative_ttl))
         self._cache.move_to_end(key)
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
         return name
+
+    def _cached(self, key: str) -> tuple[str | None, float] | None:
+        hit = self._cache.get(key)
+        return hit if hit is not None and hit[1] > time.monotonic() else None
 
     async def _ask(self, token: str) -> str | None:
         try:
@@ -66,10 +87,22 @@ class HubIdentity:
             model = resp.json()
         except ValueError:
             raise HubUnavailable("hub answered with something that is not JSON") from None
-        name = model.get("name") if isinstance(model, dict) else None
+        if not isinstance(model, dict):
+            raise HubUnavailable("hub answered with something that is not a user model")
+        name = model.get("name")
         if model.get("kind", "user") != "user" or not isinstance(name, str) or not name:
             return None  # a service's token: services do not run analyses
-        return name
+        return name if acts_for_user(name, model.get("scopes")) else None
+
+
+def acts_for_user(name: str, scopes: object) -> bool:
+    """Whether a token with these (expanded) scopes acts for user ``name``.
+
+    A server's ``JUPYTERHUB_API_TOKEN`` (the hub's ``server`` role) and the user's own API tokens
+    carry ``users:activity!user=<name>``; a token the user gave another OAuth client carries only
+    the identify scopes (``read:users:name!user=<name>``...) plus access to that client.
+    """
+    return isinstance(scopes, list) and (f"users:activity!user={name}" in scopes or "users:activity" in scopes)
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -104,7 +137,8 @@ class AnalysisPushHandler(BaseHandler):
         except HubUnavailable as exc:
             raise tornado.web.HTTPError(503, f"cannot check the token now ({exc}); try again later") from None
         if user is None:
-            raise tornado.web.HTTPError(401, "the hub does not accept this token as a user's token")
+            raise tornado.web.HTTPError(
+                401, "the hub does not accept this token as one acting for its user: send your server's JUPYTERHUB_API_TOKEN")
         self.user = user
 
     def data_received(self, chunk: bytes) -> None:
@@ -121,7 +155,12 @@ class AnalysisPushHandler(BaseHandler):
             record = RunRecord.model_validate_json(bytes(self._body))
         except ValidationError as exc:
             raise tornado.web.HTTPError(400, f"invalid run record: {_first_error(exc)}") from None
-        stored = await asyncio.to_thread(store_run, self.ledger, self.user, record, time.time())
+        try:
+            stored = await asyncio.to_thread(store_run, self.ledger, self.user, record, time.time())
+        except (sa.exc.DataError, sa.exc.IntegrityError, OverflowError) as exc:  # the record, not the ledger
+            raise tornado.web.HTTPError(400, f"the ledger cannot store this run record: {exc.__class__.__name__}") from None
+        if stored:
+            log.info("analysis run %s of %s stored", record.run_id, self.user)
         self.write_json({"run_id": record.run_id, "user": self.user, "stored": stored}, 201 if stored else 200)
 
 
