@@ -24,7 +24,8 @@ import httpx
 
 from af_metrics.collector import SourceHealth
 from af_metrics.discovery import DaskTarget, DiscoveryError
-from af_metrics.sources.dask import ScrapeError, describe, read_capped
+from af_metrics.sources.dask import describe
+from af_metrics.sources.http import ReadError, read_capped
 
 ANSWER_MAX = 4 * 1024 * 1024
 CLUSTERS_PER_USER = 20  # more running clusters than this is not one person's analysis
@@ -80,7 +81,7 @@ class GatewayProvider:
                 body = await read_capped(
                     client, f"{base}/api/v1/clusters/?status=running", ANSWER_MAX, headers={"Authorization": f"Basic {auth}"}
                 )
-        except ScrapeError as exc:
+        except ReadError as exc:
             if exc.status in (401, 403):
                 raise DiscoveryError(f"gateway at {base} refused the password for user {user!r} ({exc.status})") from None
             raise DiscoveryError(f"gateway at {base}: {exc}") from None

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import httpx
 from prometheus_client.parser import text_fd_to_metric_families
 
+from af_metrics.sources.http import ReadError, read_capped
+
 COUNTS_MAX = 64 * 1024  # counts.json is ~300 bytes; anything much larger is not a scheduler
 
 # sample name -> what it feeds; every other line of the answer is skipped unparsed
@@ -52,12 +54,8 @@ TASK_STATES = frozenset({"released", "waiting", "no-worker", "queued", "processi
 OTHER = "other"
 
 
-class ScrapeError(RuntimeError):
+class ScrapeError(ReadError):
     """One scheduler could not be read; the message is one line naming why."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status  # the HTTP status, when an answer had the wrong one
 
 
 def describe(exc: BaseException) -> str:
@@ -164,26 +162,6 @@ def parse_counts(body: bytes | bytearray) -> tuple[int, int, float]:
         raise ScrapeError(f"unusable /json/counts.json: {str(exc)[:120]}") from None
 
 
-async def read_capped(
-    client: httpx.AsyncClient, url: str, body_max: int, lines_max: int | None = None, headers: dict | None = None
-) -> bytearray:
-    """The body of a 200 answer, streamed; ScrapeError past ``body_max`` bytes or ``lines_max`` lines."""
-    async with client.stream("GET", url, headers=headers) as resp:
-        if resp.status_code != 200:
-            raise ScrapeError(f"{url} answered HTTP {resp.status_code}", resp.status_code)
-        body = bytearray()
-        lines = 0
-        async for chunk in resp.aiter_raw():
-            body += chunk
-            if len(body) > body_max:
-                raise ScrapeError(f"{url} answer exceeds {body_max} bytes")
-            if lines_max is not None:
-                lines += chunk.count(b"\n")
-                if lines > lines_max:
-                    raise ScrapeError(f"{url} answer exceeds {lines_max} lines")
-        return body
-
-
 async def scrape(http: "SchedulerHTTP", base_url: str, limits: ScrapeLimits) -> SchedulerSample:
     """Read one scheduler dashboard at ``base_url``; raise ScrapeError on any failure."""
     base = base_url.rstrip("/")
@@ -192,6 +170,10 @@ async def scrape(http: "SchedulerHTTP", base_url: str, limits: ScrapeLimits) -> 
             figures = parse_metrics(await read_capped(client, f"{base}/metrics", limits.body_max, limits.lines_max))
             workers, threads, memory = parse_counts(await read_capped(client, f"{base}/json/counts.json", COUNTS_MAX))
             observed = time.time()
+    except ScrapeError:
+        raise
+    except ReadError as exc:
+        raise ScrapeError(str(exc), exc.status) from None
     except TimeoutError:
         raise ScrapeError(f"{base} did not answer within {limits.timeout:g} s") from None
     except httpx.HTTPError as exc:

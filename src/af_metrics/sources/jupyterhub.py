@@ -9,6 +9,7 @@ whose sessions the ledger holds open.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from af_metrics.facts import HubSnapshot, ServerSeen, ServerStopped, SpawnHistogram, UserSeen
+from af_metrics.sources.http import ReadError, read_capped
 from af_metrics.timeutil import parse_timestamp
 
 REQUIRED_SCOPES = ("list:users", "read:users", "read:servers", "read:users:activity", "read:metrics")
@@ -92,35 +94,29 @@ class HubClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _get(self, path: str, params: dict | None = None, accept: str = "application/json") -> httpx.Response:
+    async def _get(self, path: str, params: dict | None = None, accept: str = "application/json") -> bytes:
         url = f"{self.url}/hub/{path.lstrip('/')}"
         try:
-            async with self._limit, self._client.stream("GET", url, params=params, headers={"Accept": accept}) as resp:
-                body = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_BODY:
-                        raise HubError(f"hub answer from {url} exceeds {MAX_BODY} bytes")
+            async with self._limit:
+                return bytes(await read_capped(self._client, url, MAX_BODY, headers={"Accept": accept}, params=params))
+        except ReadError as exc:
+            if exc.status in (401, 403):
+                raise HubAuthError(
+                    f"hub refused the token ({exc.status}) for {path}: check the token and that its role "
+                    f"grants {', '.join(REQUIRED_SCOPES)}"
+                ) from None
+            if exc.status == 404:
+                raise HubNotFound(f"hub has no {path}") from None
+            raise HubError(f"hub answered {exc.status} for {path}" if exc.status else f"hub: {exc}") from None
         except httpx.TimeoutException:
             raise HubError(f"hub at {self.url} did not answer within the time-out") from None
         except httpx.HTTPError as exc:
             raise HubError(f"cannot reach hub at {self.url}: {exc.__class__.__name__}: {exc}") from None
-        response = httpx.Response(resp.status_code, headers=resp.headers, content=bytes(body), request=resp.request)
-        if response.status_code in (401, 403):
-            raise HubAuthError(
-                f"hub refused the token ({response.status_code}) for {path}: check the token and that its role "
-                f"grants {', '.join(REQUIRED_SCOPES)}"
-            )
-        if response.status_code == 404:
-            raise HubNotFound(f"hub has no {path}")
-        if response.status_code >= 400:
-            raise HubError(f"hub answered {response.status_code} for {path}")
-        return response
 
     async def _json(self, path: str, params: dict | None = None, accept: str = "application/json") -> Any:
-        response = await self._get(path, params, accept)
+        body = await self._get(path, params, accept)
         try:
-            return response.json()
+            return json.loads(body)
         except ValueError:
             raise HubError(f"hub answered {path} with something that is not JSON") from None
 
@@ -203,7 +199,7 @@ class HubClient:
 
     async def spawn_histogram(self) -> SpawnHistogram:
         """The hub's cumulative spawn-duration histogram from ``/hub/metrics``."""
-        text = (await self._get("metrics", accept="text/plain")).text
+        text = (await self._get("metrics", accept="text/plain")).decode("utf-8", "replace")
         return parse_spawn_histogram(text, time.time())
 
 
