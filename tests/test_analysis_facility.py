@@ -76,7 +76,8 @@ def servers(hub: LocalFacility, hub_users: Callable[[int], list[str]]) -> Callab
 class Serve(AfProcess):
     def __init__(self, facility: LocalFacility, ledger_url: str, log: Path, port: int | None = None) -> None:
         self.port = port or free_port()
-        super().__init__(["serve", "--port", str(self.port)], hub_env(facility, ledger_url, poll_interval=3600), log)
+        # figures in /metrics are re-read after each collection cycle: poll often enough to see a push
+        super().__init__(["serve", "--port", str(self.port)], hub_env(facility, ledger_url, poll_interval=2), log)
         self.url = f"http://127.0.0.1:{self.port}"
 
         def up() -> bool:
@@ -127,13 +128,13 @@ def test_push_is_filed_under_the_tokens_user(ledger_url: str, hub: LocalFacility
 def serve_metrics(serve: Serve, user: str) -> dict[tuple[str, str], float] | None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    # figures are read after a collection cycle: the first one runs at start-up
+    # figures are re-read after each collection cycle: wait for one that saw the push
     text = httpx.get(f"{serve.url}/metrics", timeout=5).text
     found = {
         (s.name, s.labels.get("dataset", "")): s.value
         for fam in text_string_to_metric_families(text) for s in fam.samples if s.labels.get("user") == user
     }
-    return found or None
+    return found if any(name.startswith("af_analysis_") for name, _ in found) else None
 
 
 @pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
