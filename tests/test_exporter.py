@@ -73,3 +73,4 @@ def test_exposition_passes_promtool(ledger) -> None:  # noqa: ANN001
     text, _ = _scrape(ledger, cap=100)
     result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
