@@ -25,10 +25,13 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(payload, default=str))
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
+    def error_message(self, **kwargs: Any) -> str:
+        """The one line to show for an error: the HTTPError's message, else the status' reason."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = exc.log_message if isinstance(exc, tornado.web.HTTPError) and exc.log_message else self._reason
-        self.write_json({"error": message}, status_code)
+        return exc.log_message if isinstance(exc, tornado.web.HTTPError) and exc.log_message else self._reason
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.write_json({"error": self.error_message(**kwargs)}, status_code)
 
 
 class MetricsHandler(BaseHandler):

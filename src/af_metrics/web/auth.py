@@ -66,16 +66,17 @@ class WebAuth:
         self.prefix = service_prefix(settings)
         self.admin_groups = set(settings.admin_groups)
         self.admin_roles = set(settings.admin_roles)
+        # the hub's base path, when af-metrics is reached through the hub's /services/ route
+        self.hub_base = self.prefix[: self.prefix.rfind("/services/") + 1] if "/services/" in self.prefix else None
         self.hub_auth: HubOAuth | None = None
         hub_url, token = settings.resolved_hub()
         if self.open or not (hub_url and token):
             return
-        hub_base = self.prefix[: self.prefix.rfind("/services/") + 1] if "/services/" in self.prefix else "/"
         scopes = os.environ.get("JUPYTERHUB_OAUTH_ACCESS_SCOPES")
         self.hub_auth = HubOAuth(
             api_url=f"{hub_url}/hub/api",
             api_token=token,
-            hub_prefix=f"{hub_base}hub/",
+            hub_prefix=f"{self.hub_base or '/'}hub/",
             base_url=self.prefix,
             oauth_client_id=os.environ.get("JUPYTERHUB_CLIENT_ID") or f"service-{self.name}",
             oauth_redirect_uri=os.environ.get("JUPYTERHUB_OAUTH_CALLBACK_URL") or f"{self.prefix}oauth_callback",

@@ -221,11 +221,10 @@ class PageHandler(ViewerHandler):
 
     def render_page(self, template: str, **context: Any) -> None:
         auth: WebAuth = self.settings["web_auth"]
-        prefix = auth.prefix
-        hub_base = prefix[: prefix.rfind("/services/") + 1] if "/services/" in prefix else None
         page = templates.get_template(template).render(
-            prefix=prefix, viewer=self.viewer, version=__version__, plotly_version=plotly_version(),
-            xsrf=self.xsrf_token.decode() if auth.hub_auth else "", logout=f"{hub_base}hub/logout" if hub_base and auth.hub_auth else None,
+            prefix=auth.prefix, viewer=self.viewer, version=__version__, plotly_version=plotly_version(),
+            xsrf=self.xsrf_token.decode() if auth.hub_auth else "",
+            logout=f"{auth.hub_base}hub/logout" if auth.hub_base and auth.hub_auth else None,
             **context,
         )
         self.set_header("Content-Type", "text/html; charset=utf-8")
@@ -240,8 +239,7 @@ class PageHandler(ViewerHandler):
         return {"first": iso_day(period.first), "last": iso_day(period.last), "by": args["by"] or "auto"}
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = exc.log_message if isinstance(exc, tornado.web.HTTPError) and exc.log_message else self._reason
+        message = self.error_message(**kwargs)
         self.set_status(status_code)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(templates.get_template("error.html").render(status=status_code, message=message, prefix=self.settings["web_auth"].prefix))
