@@ -40,7 +40,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import sqlalchemy as sa
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -50,7 +49,7 @@ from af_metrics.ledger.store import Ledger
 from af_metrics.simulate import Plan, simulate
 from af_metrics.timeutil import day_start, hour_slices
 from bench.run import machine
-from tests.conftest import free_port, wait_until
+from tests.dask_support import PrometheusServer
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -148,48 +147,6 @@ def openmetrics(history: dict[str, list[Session]], every: int, path: Path, advan
             advance()
         out.write("# EOF\n")
     return samples
-
-
-class BackfilledPrometheus:
-    """Debian's prometheus over a backfilled TSDB: no scraping, retention long enough to keep it."""
-
-    def __init__(self, tsdb: Path, log: Path) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            raise SystemExit("prometheus is not installed (apt-get install prometheus)")
-        config = tsdb.parent / "prometheus.yml"
-        config.write_text("scrape_configs: []\n")
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--web.listen-address={self.url.removeprefix('http://')}",
-             f"--storage.tsdb.path={tsdb}", "--storage.tsdb.retention.time=100y", "--log.level=warn"],
-            stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        wait_until(self._ready, 300, 0.5, "prometheus ready")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise SystemExit(f"prometheus exited with {self.proc.returncode}; see {self._log.name}")
-        try:
-            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def api(self, path: str, **params: object) -> dict:
-        answer = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=600).json()
-        if answer["status"] != "success":
-            raise SystemExit(f"PromQL failed: {answer}")
-        return answer["data"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
 
 
 def months() -> Iterator[tuple[str, float, float]]:
@@ -318,7 +275,9 @@ def run(users_n: int, days: int, every: int, repeat: int, workdir: Path) -> dict
 
         task = progress.add_task("start Prometheus on the backfilled TSDB", total=None)
         t0 = time.perf_counter()
-        prom = BackfilledPrometheus(tsdb, workdir / "prometheus.log")
+        # no scraping; retention long enough to keep the backfilled year
+        prom = PrometheusServer(workdir, [], extra_args=("--storage.tsdb.retention.time=100y",),
+                                start_timeout=300, query_timeout=600)
         timings["prometheus_start_s"] = time.perf_counter() - t0
         progress.update(task, total=1, completed=1)
         try:

@@ -19,7 +19,7 @@ from af_metrics.config import Settings
 from af_metrics.dask_collector import DaskCollector
 from af_metrics.ledger.store import Ledger
 
-from conftest import free_port, wait_until
+from tests.conftest import free_port, wait_until
 
 
 def write_targets(path: Path, targets: dict[str, list[str]]) -> Path:
@@ -119,7 +119,10 @@ class UserCluster:
 class PrometheusServer:
     """Debian's prometheus on a loopback port with a throw-away TSDB; bounded start and stop."""
 
-    def __init__(self, base: Path, scrape_configs: list[dict]) -> None:
+    def __init__(
+        self, base: Path, scrape_configs: list[dict], extra_args: tuple[str, ...] = (),
+        start_timeout: float = 60.0, query_timeout: float = 10.0,
+    ) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             pytest.skip("prometheus not installed (apt-get install prometheus)")
@@ -131,10 +134,11 @@ class PrometheusServer:
         self._log = (base / "prometheus.log").open("w")
         self.proc = subprocess.Popen(
             [binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{self.port}",
-             f"--storage.tsdb.path={base / 'tsdb'}", "--log.level=warn"],
+             f"--storage.tsdb.path={base / 'tsdb'}", "--log.level=warn", *extra_args],
             stdout=self._log, stderr=subprocess.STDOUT,
         )
-        wait_until(self._ready, 60, 0.2, "prometheus ready")
+        self.query_timeout = query_timeout
+        wait_until(self._ready, start_timeout, 0.2, "prometheus ready")
 
     def _ready(self) -> bool:
         assert self.proc.poll() is None, "prometheus exited (see its log)"
@@ -144,7 +148,7 @@ class PrometheusServer:
             return False
 
     def api(self, path: str, **params: str) -> dict:
-        answer = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10).json()
+        answer = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=self.query_timeout).json()
         assert answer["status"] == "success", answer
         return answer["data"]
 
