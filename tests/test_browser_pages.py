@@ -13,14 +13,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from af_metrics.demo.facility import LocalFacility, free_port
 from af_metrics.figures import FIGURES
 from af_metrics.ledger.store import Ledger
 from tests.conftest import _proxy, wait_until
-from tests.web_support import PREFIX, PageWatch, chart_states, chromium, seed_usage, web_hub, web_settings
+from tests.web_support import PREFIX, PageWatch, chart_states, chromium, routed, seed_usage, web_hub, web_settings
 
 pytestmark = pytest.mark.hub
 ALL_READY = "Array.from(document.querySelectorAll('section.chart')).every(s => s.dataset.state === 'ready')"
@@ -38,18 +37,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[L
     facility = web_hub(base / "hub", _proxy(), free_port(), managed_env=managed)
     try:
         with facility:
-            wait_until(lambda: _answers(facility), 60, what="the hub-managed af-metrics service")
+            wait_until(lambda: routed(facility), 60, what="the hub-managed af-metrics service")
             yield facility
     finally:
         if facility.log_path.exists():
             artifacts.joinpath("browser-jupyterhub.log").write_bytes(facility.log_path.read_bytes())
-
-
-def _answers(facility: LocalFacility) -> bool:
-    try:
-        return httpx.get(f"{facility.public_url}{PREFIX}api/v1/me", timeout=2).status_code == 401
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")

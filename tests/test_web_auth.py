@@ -23,7 +23,7 @@ from af_metrics.ledger.schema import analysis_runs
 from af_metrics.ledger.store import Ledger
 from tests.conftest import _proxy, wait_until
 from tests.facility import AfProcess
-from tests.web_support import PREFIX, SESSIONS, TOKENS_SERVICE, _run, seed_usage, user_token, web_hub, web_settings
+from tests.web_support import PREFIX, SESSIONS, TOKENS_SERVICE, _run, routed, seed_usage, user_token, web_hub, web_settings
 
 pytestmark = pytest.mark.hub
 
@@ -74,6 +74,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                     return False
 
             wait_until(up, 60, what="af-metrics serve to answer")
+            wait_until(lambda: routed(facility), 60, what="the hub's proxy to route to af-metrics")
             tokens = {u: user_token(facility, u) for u in ("alice", "bob", "olga", "rita", "adam")}
             yield Site(facility, port, tokens, ledger_url, base / "serve.log")
             serve.terminate()

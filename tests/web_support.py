@@ -70,6 +70,15 @@ def web_hub(workdir: Path, proxy: str | None, port: int, managed_env: dict[str, 
     )
 
 
+def routed(facility: LocalFacility) -> bool:
+    """Whether the hub's proxy routes to af-metrics yet: the hub adds a service's route only once
+    the service answers (or its time-out passes), after the hub's own API is up."""
+    try:
+        return httpx.get(f"{facility.public_url}{PREFIX}api/v1/me", timeout=2).status_code == 401
+    except httpx.HTTPError:
+        return False
+
+
 def user_token(facility: LocalFacility, user: str) -> str:
     """A new API token of ``user`` with the user's own permissions (as from the hub's token page)."""
     headers = {"Authorization": f"token {facility.tokens[TOKENS_SERVICE]}"}
