@@ -117,6 +117,17 @@ def test_bad_input_is_one_line(run, args: list[str], message: str) -> None:  # n
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.output
 
 
+def test_a_ledger_keeps_the_time_zone_it_was_written_in(run, tmp_path: Path) -> None:  # noqa: ANN001
+    before = run("kpi", "dau", "--period", "2026-01", "--format", "csv").output
+    (tmp_path / "af.toml").write_text('timezone = "Europe/Zurich"\n')
+    refused = run("kpi", "dau", "--period", "2026-01", "--format", "csv")
+    assert refused.exit_code == 1
+    assert refused.output.strip() == "Error: this ledger keeps days in time zone 'UTC', the configuration says 'Europe/Zurich': set timezone = 'UTC'"
+    (tmp_path / "af.toml").write_text('timezone = "UTC"\n')
+    assert run("kpi", "dau", "--period", "2026-01", "--format", "csv").output == before
+    assert "days in time zone UTC" in run("db", "upgrade").output
+
+
 def test_report_formats(run) -> None:  # noqa: ANN001
     payload = json.loads(run("report", "--period", "2026-01", "--format", "json").output)
     headline = {h["name"]: h["value"] for h in payload["headline"]}

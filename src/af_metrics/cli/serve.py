@@ -63,7 +63,7 @@ def db() -> None:
 def upgrade(ctx: click.Context) -> None:
     """Migrate the ledger to this version's schema (every command also does this)."""
     ledger = open_ledger(settings(ctx))
-    click.echo(f"ledger at schema {ledger.version()}")
+    click.echo(f"ledger at schema {ledger.version()}, days in time zone {ledger.tz}")
 
 
 @click.command("config")

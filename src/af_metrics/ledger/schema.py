@@ -115,6 +115,15 @@ source_state = Table(
     Column("updated", Float, nullable=False),
 )
 
+# Properties of the ledger itself (migration 0005): "timezone", recorded on first open, because
+# day and hour columns are cut in that zone when facts are written and cannot be re-cut later.
+ledger_properties = Table(
+    "ledger_properties",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 INF_LE = 1e300
 
 # -- per-user Dask clusters (migration 0002) --------------------------------------------------

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from af_metrics.facts import SpawnHistogram, UserSeen
 from af_metrics.ledger.schema import (
     INF_LE,
+    ledger_properties,
     session_hours,
     sessions,
     source_state,
@@ -122,6 +123,7 @@ class Ledger:
                 ledger.migrate()
             else:
                 ledger.check_version()
+            ledger.check_timezone(record=migrate)
         except sa.exc.OperationalError as exc:
             raise LedgerError(f"cannot open ledger {engine.url.render_as_string(hide_password=True)}: {exc.orig}") from None
         return ledger
@@ -158,6 +160,19 @@ class Ledger:
         head = ScriptDirectory.from_config(_alembic_config(None)).get_current_head()  # type: ignore[arg-type]
         if self.version() != head:
             raise LedgerError(f"ledger schema is at {self.version()}, this af-metrics needs {head}: run 'af-metrics db upgrade'")
+
+    def check_timezone(self, record: bool = True) -> None:
+        """Days and hours are cut in the facility's time zone as facts are written, so one ledger
+        keeps one zone: the first open records it (unless ``record`` is false), later opens in
+        another zone are refused rather than mixing days cut two ways."""
+        with self.engine.begin() as conn:
+            if record:
+                conn.execute(self.insert(ledger_properties).values(name="timezone", value=self.tz).on_conflict_do_nothing())
+            kept = conn.execute(sa.select(ledger_properties.c.value).where(ledger_properties.c.name == "timezone")).scalar()
+        if kept is not None and kept != self.tz:
+            raise LedgerError(
+                f"this ledger keeps days in time zone {kept!r}, the configuration says {self.tz!r}: set timezone = {kept!r}"
+            )
 
     @property
     def dialect(self) -> str:
