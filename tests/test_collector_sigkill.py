@@ -1,7 +1,13 @@
-"""``af-metrics collect`` killed with SIGKILL at many points and restarted loses and duplicates nothing."""
+"""``af-metrics collect`` killed with SIGKILL at many points and restarted loses and duplicates nothing.
+
+Some lives are killed from outside at a time after a committed cycle, others kill themselves
+from inside a write transaction (tests/faults/sitecustomize.py) after their n-th write.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -14,8 +20,10 @@ from conftest import wait_until
 
 pytestmark = pytest.mark.hub
 
-# how long after a committed cycle each collector is killed; None: while it is still starting
-KILL_AFTER = [None, 0.0, 0.03, 0.07, 0.12, 0.2, 0.3, 0.5]
+FAULTS = Path(__file__).with_name("faults")
+# how each collector life ends: ("after", s) killed s seconds after a committed cycle (None: while
+# still starting); ("write", n) killed by itself inside the transaction of its n-th session write
+LIVES = [("after", None), ("write", 1), ("after", 0.0), ("write", 3), ("after", 0.07), ("write", 2), ("after", 0.2), ("write", 7)]
 
 
 def test_sigkilled_collector_loses_and_duplicates_nothing(hub, hub_users, ledger_url: str, tmp_path: Path) -> None:
@@ -47,15 +55,20 @@ def test_sigkilled_collector_loses_and_duplicates_nothing(hub, hub_users, ledger
     log = tmp_path / "collect.log"
     # read without migrating: creating the ledger is the collector's job, killed or not
     view = LedgerView(Ledger(engine_for(ledger_url)), names)
-    for kill_after, change in zip(KILL_AFTER, changes):
+    for (how, when), change in zip(LIVES, changes, strict=True):
         launched = time.time()
-        with AfProcess(["collect"], env, log) as collector:
-            if kill_after is None:
-                time.sleep(0.6)  # importing, opening or migrating the ledger
-            else:
-                wait_until(lambda: collector.running() and view.last_commit() > launched, timeout=60, what="a committed cycle")
-                time.sleep(kill_after)
-            collector.kill()
+        if how == "write":
+            faulty = {**env, "AF_TEST_KILL_AT_WRITE": str(when), "PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS), env.get("PYTHONPATH")]))}
+            with AfProcess(["collect"], faulty, log) as collector:
+                assert collector.proc.wait(60) == -signal.SIGKILL, "the collector did not reach the write it was to die in"
+        else:
+            with AfProcess(["collect"], env, log) as collector:
+                if when is None:
+                    time.sleep(0.6)  # importing, opening or migrating the ledger
+                else:
+                    wait_until(lambda: collector.running() and view.last_commit() > launched, timeout=60, what="a committed cycle")
+                    time.sleep(when)
+                collector.kill()
         change()
 
     # a last life, long enough to see the hub as it is now
