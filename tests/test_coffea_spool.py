@@ -4,6 +4,8 @@ as a facility can: accepted, refused (4xx), broken on that record (500) or down 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -87,3 +89,45 @@ def test_a_refused_record_is_set_aside_and_an_unavailable_facility_keeps_everyth
     assert (result.sent, result.rejected, result.left) == (2, 1, 0)
     assert spool.rejected_path.read_text().splitlines() == [line("huge", 2)]
     client.close()
+
+
+ROTATING_KERNEL = """
+import sys
+import time
+from pathlib import Path
+from af_metrics.coffea import delivery
+from af_metrics.coffea.record import RunRecord
+delivery.JOURNAL_MAX_BYTES = int(sys.argv[2])
+journal = delivery.Delivery(Path(sys.argv[1]))
+records = [RunRecord.model_validate_json(line) for line in sys.stdin]
+deadline = time.monotonic() + 60
+while not Path(sys.argv[3]).exists() and time.monotonic() < deadline:  # all kernels start together
+    time.sleep(0.01)
+for record in records:
+    journal.deliver(record)
+"""
+
+
+def test_kernels_rotating_the_journal_at_once_keep_one_whole_generation(tmp_path: Path) -> None:
+    from af_metrics.coffea.delivery import journal_path
+    from af_metrics.coffea.record import RunRecord
+    from tests.web_support import _run
+
+    max_bytes, kernels, runs = 6000, 4, 150
+    go = tmp_path / "go"
+    batches = [[_run(1.7e9 + k * 1000 + i, 1000 + i, 10.0, 2).model_dump_json() for i in range(runs)] for k in range(kernels)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", ROTATING_KERNEL, str(tmp_path / "analysis"), str(max_bytes), str(go)], stdin=subprocess.PIPE, text=True)
+        for _ in batches
+    ]
+    for proc, batch in zip(procs, batches):
+        proc.stdin.write("\n".join(batch) + "\n")
+        proc.stdin.close()
+    go.touch()
+    assert [p.wait(120) for p in procs] == [0] * kernels
+
+    current = journal_path(tmp_path / "analysis")
+    previous = current.with_name("runs.jsonl.1")
+    assert previous.stat().st_size > max_bytes, "a rotation replaced the previous generation with a younger, shorter one"
+    kept = [RunRecord.model_validate_json(line).run_id for f in (previous, current) for line in f.read_text().splitlines()]
+    assert len(kept) == len(set(kept)) >= max_bytes // len(batches[0][0])

@@ -23,7 +23,7 @@ from pathlib import Path
 import platformdirs
 
 from af_metrics.coffea.record import RunRecord
-from af_metrics.coffea.spool import DrainResult, Spool, append_line
+from af_metrics.coffea.spool import DrainResult, Spool, append_line, locked
 
 ENV_PUSH_URL = "AF_METRICS_PUSH_URL"
 ENV_DIR = "AF_METRICS_ANALYSIS_DIR"
@@ -65,9 +65,10 @@ class Delivery:
         """Journal and spool the record durably, then push it in the background."""
         line = record.model_dump_json()
         journal = journal_path(self.directory)
-        if journal.exists() and journal.stat().st_size > JOURNAL_MAX_BYTES:
-            os.replace(journal, journal.with_name(journal.name + ".1"))
-        append_line(journal, line, durable=False)  # the user's history; the spool is the durable outbox
+        with locked(journal.with_name("journal.lock")):  # kernels rotating at once would drop a generation
+            if journal.exists() and journal.stat().st_size > JOURNAL_MAX_BYTES:
+                os.replace(journal, journal.with_name(journal.name + ".1"))
+            append_line(journal, line, durable=False)  # the user's history; the spool is the durable outbox
         if self.pushes:
             self.spool.add(line)
             self.flush_soon()

@@ -16,7 +16,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -109,15 +109,21 @@ class Spool:
         # a line cut short by a kill mid-append is not a record
         return [line for line in text.splitlines() if line.startswith("{") and line.endswith("}")]
 
-    @contextmanager
-    def _locked(self, name: str, blocking: bool = True) -> Iterator[None]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / name, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _locked(self, name: str, blocking: bool = True) -> AbstractContextManager[None]:
+        return locked(self.directory / name, blocking)
+
+
+@contextmanager
+def locked(path: Path, blocking: bool = True) -> Iterator[None]:
+    """An exclusive lock between the kernels and the server of one user (BlockingIOError if
+    ``blocking`` is false and another holds it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def append_line(path: Path, line: str, durable: bool = True) -> None:
