@@ -42,6 +42,12 @@ class SourceHealth:
         self.failures += 1
         self.errors_total += 1
 
+    def next_delay(self, interval: float, backoff_max: float) -> float:
+        """``interval`` while up; exponential backoff (1 s, 2 s, 4 s ... up to ``backoff_max``) while down."""
+        if self.failures == 0:
+            return interval
+        return min(backoff_max, 2.0 ** (self.failures - 1))
+
 
 @dataclass(slots=True)
 class CycleStats:
@@ -109,10 +115,7 @@ class Collector:
 
     def next_delay(self) -> float:
         """The poll interval while healthy; exponential backoff (1 s, 2 s, 4 s ...) while down."""
-        failures = self.health[HUB].failures
-        if failures == 0:
-            return self.settings.poll_interval
-        return min(self.settings.backoff_max, 2.0 ** (failures - 1))
+        return self.health[HUB].next_delay(self.settings.poll_interval, self.settings.backoff_max)
 
     async def run(self, stop: asyncio.Event, on_cycle=None) -> None:  # noqa: ANN001 - optional callback
         """Poll until ``stop`` is set."""

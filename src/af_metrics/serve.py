@@ -9,6 +9,7 @@ import signal
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from af_metrics.accounting.schedule import ingests_from_settings
 from af_metrics.collector import Collector
 from af_metrics.config import Settings
 from af_metrics.dask_collector import DaskCollector
@@ -26,13 +27,20 @@ async def serve(settings: Settings, ledger: Ledger, stop: asyncio.Event | None =
     collector = Collector(settings, ledger)
     registry, ledger_metrics, cycle_hist = build_registry(collector)
 
-    async def after_cycle() -> None:
-        if collector.last_cycle is not None:
-            cycle_hist.observe(collector.last_cycle.duration)
+    async def refresh_figures() -> None:
         try:
             ledger_metrics.figures = await asyncio.to_thread(read_figures, ledger, settings.per_user_series_max)
         except Exception:
             log.exception("could not read figures from the ledger")
+
+    async def after_cycle() -> None:
+        if collector.last_cycle is not None:
+            cycle_hist.observe(collector.last_cycle.duration)
+        await refresh_figures()
+
+    ingests = ingests_from_settings(settings, ledger)  # accounting ingests, if [accounting] turns any on
+    for ingest in ingests:
+        collector.health[ingest.source] = ingest.health  # shown in /metrics (af_source_up) and /healthz
 
     dask = DaskCollector.from_settings(settings, ledger)  # None unless a Dask discovery is configured
     if dask is not None:
@@ -51,7 +59,10 @@ async def serve(settings: Settings, ledger: Ledger, stop: asyncio.Event | None =
         except (NotImplementedError, RuntimeError):
             pass
     try:
-        await asyncio.gather(collector.run(stop, on_cycle=after_cycle), *([dask.run(stop)] if dask else []))
+        await asyncio.gather(
+            collector.run(stop, on_cycle=after_cycle), *([dask.run(stop)] if dask else []),
+            *(ingest.loop(stop, on_done=refresh_figures) for ingest in ingests),
+        )
     finally:
         server.stop()
         await server.close_all_connections()

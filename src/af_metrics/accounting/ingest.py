@@ -7,16 +7,17 @@ an interrupted backfill resumes where it stopped.
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, BinaryIO
 
 from af_metrics.accounting.settings import AccountingSettings, AttributionRule, rules_for
 from af_metrics.ledger.accounting import JobIngest, attributor, record_jobs, record_pod_hours
 from af_metrics.ledger.store import Ledger
 from af_metrics.sources.htcondor import BatchJob, Schedd, job_from_ad, jobs_from_stream
-from af_metrics.sources.kubernetes import HOUR, PrometheusPods
+from af_metrics.sources.kubernetes import HOUR, PrometheusPods, hours_between
 
 BATCH = 5000
 KUBERNETES_STATE = "kubernetes_pods"
@@ -51,6 +52,46 @@ def ingest_history(ledger: Ledger, stream: IO[str], rules: Iterable[AttributionR
     rules = tuple(rules)
     jobs = jobs_from_stream(stream, final=not queue, observed_at=now, attributes=job_attributes(rules))
     return ingest_jobs(ledger, jobs, rules, now, advance)
+
+
+class _Slice(io.RawIOBase):
+    """A binary file read up to byte ``end`` (the rest may be an ad still being written)."""
+
+    def __init__(self, raw: BinaryIO, end: int | None) -> None:
+        self.raw, self.end = raw, end
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001 - a writable buffer
+        size = len(buffer) if self.end is None else max(0, min(len(buffer), self.end - self.raw.tell()))
+        data = self.raw.read(size)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def ingest_history_file(ledger: Ledger, path: str, rules: Iterable[AttributionRule], now: float, *, queue: bool = False,
+                        start: int = 0, end: int | None = None, advance: Callable[[int], None] = lambda n: None) -> JobIngest:
+    """A history file's bytes [start, end) (default: to its end); ``advance`` gets the bytes read after each batch.
+
+    Raises OSError if it cannot be read, HistoryError (line numbers counted from ``start``) if a record is bad.
+    """
+    with open(path, "rb") as raw:
+        raw.seek(start)
+        piece = _Slice(raw, end)
+        last = start
+
+        def step(_: int) -> None:
+            nonlocal last
+            pos = piece.tell()
+            advance(pos - last)
+            last = pos
+
+        with io.TextIOWrapper(io.BufferedReader(piece), encoding="utf-8", errors="replace") as stream:
+            return ingest_history(ledger, stream, rules, now, queue=queue, advance=step)
 
 
 def ingest_schedd(ledger: Ledger, schedd: Schedd, rules: Iterable[AttributionRule], now: float) -> JobIngest:
@@ -88,6 +129,25 @@ def pods_resume_point(ledger: Ledger) -> float | None:
     """The end of the last pod hour ingested, if any."""
     with ledger.begin() as conn:
         return (ledger.get_state(conn, KUBERNETES_STATE) or {}).get("until")
+
+
+def pod_hours_due(ledger: Ledger, tz: str, now: float, start: float | None = None, end: float | None = None) -> list[float]:
+    """The whole local hours to read: from ``start``, else where the last run stopped, else 24 h
+    before ``end``; up to ``end`` (default and at most ``now``: an hour is read once it is over)."""
+    end = now if end is None else min(end, now)
+    if start is None:
+        start = pods_resume_point(ledger) or end - 24 * HOUR
+    return list(hours_between(start, end, tz))
+
+
+def ingest_pod_hours(ledger: Ledger, cfg: AccountingSettings, url: str, hours: Iterable[float], now: float,
+                     advance: Callable[[int], None] = lambda n: None) -> PodIngest:
+    """``ingest_pods`` with its own Prometheus reader, at most ``backfill_hours_max`` hours."""
+    reader = pods_reader(cfg, url)
+    try:
+        return ingest_pods(ledger, reader, cfg, itertools.islice(hours, cfg.backfill_hours_max), now, advance)
+    finally:
+        reader.close()
 
 
 def ingest_pods(ledger: Ledger, reader: PrometheusPods, cfg: AccountingSettings, hours: Iterable[float], now: float,

@@ -110,6 +110,12 @@ class AccountingSettings(BaseModel):
     backfill_hours_max: int = Field(24 * 31, ge=1, description="Hours one 'accounting ingest-pods' run may read")
     schedd: str = Field("", description="Schedd name for 'ingest-history --schedd' (empty: the local schedd)")
     pool: str = Field("", description="HTCondor collector host:port (empty: the configured pool)")
+    schedd_interval: float = Field(0.0, ge=0, description="Seconds between reads of the schedd inside 'serve' (0: off)")
+    history_files: tuple[str, ...] = Field(
+        (), description="HTCondor history files (or glob patterns) 'serve' reads what is new in; empty: none"
+    )
+    history_interval: float = Field(300.0, gt=0, description="Seconds between checks of history_files inside 'serve'")
+    pods_interval: float = Field(0.0, ge=0, description="Seconds between pod-hour reads from prometheus_url inside 'serve' (0: off)")
 
     @field_validator("notebook_label")
     @classmethod
@@ -117,6 +123,12 @@ class AccountingSettings(BaseModel):
         if value and "=" not in value:
             raise ValueError("notebook_label must be 'key=value'")
         return value
+
+    @model_validator(mode="after")
+    def _pods_need_prometheus(self) -> "AccountingSettings":
+        if self.pods_interval and not self.prometheus_url:
+            raise ValueError("pods_interval needs prometheus_url")
+        return self
 
     @field_validator("namespaces")
     @classmethod

@@ -13,14 +13,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from af_metrics.accounting.ingest import ingest_history, ingest_pods, ingest_schedd, pods_reader, pods_resume_point
+from af_metrics.accounting.ingest import ingest_history, ingest_history_file, ingest_pod_hours, ingest_schedd, pod_hours_due
 from af_metrics.accounting.records import PseudonymKeyError, read_key, records, write_records
 from af_metrics.accounting.totals import usage_totals
 from af_metrics.cli.common import open_ledger, progress, settings
 from af_metrics.kpis.periods import BY_CHOICES, PeriodError, parse_period, resolve
 from af_metrics.report import human
 from af_metrics.sources.htcondor import HistoryError, Schedd
-from af_metrics.sources.kubernetes import HOUR, PrometheusError, hours_between
+from af_metrics.sources.kubernetes import PrometheusError
 from af_metrics.timeutil import iso, parse_timestamp
 
 PROGRESS_FROM_BYTES = 1_000_000
@@ -69,16 +69,8 @@ def _ingest_file(ledger, file: str, rules, now: float, queue: bool):  # noqa: AN
         return ingest_history(ledger, sys.stdin, rules, now, queue=queue)
     try:
         size = os.path.getsize(file)
-        with open(file, encoding="utf-8", errors="replace") as stream, progress(f"reading {file}", size, show=size >= PROGRESS_FROM_BYTES) as advance:
-            last = 0
-
-            def step(_: int) -> None:  # progress in bytes read, after each batch of jobs
-                nonlocal last
-                pos = stream.buffer.tell()
-                advance(pos - last)
-                last = pos
-
-            return ingest_history(ledger, stream, rules, now, queue=queue, advance=step)
+        with progress(f"reading {file}", size, show=size >= PROGRESS_FROM_BYTES) as advance:  # in bytes read
+            return ingest_history_file(ledger, file, rules, now, queue=queue, advance=advance)
     except OSError as exc:
         raise click.ClickException(f"cannot read {file}: {exc.strerror}") from None
 
@@ -101,20 +93,15 @@ def ingest_pods_command(ctx: click.Context, url: str | None, from_: str | None, 
     ledger = open_ledger(cfg)
     now = time.time()
     try:
-        end = parse_timestamp(to) if to else now
-        start = parse_timestamp(from_) if from_ else (pods_resume_point(ledger) or end - 24 * HOUR)
+        hours = pod_hours_due(ledger, cfg.timezone, now, parse_timestamp(from_) if from_ else None, parse_timestamp(to) if to else None)
     except ValueError as exc:
         raise click.ClickException(f"bad time: {exc}") from None
-    hours = list(hours_between(start, min(end, now), cfg.timezone))
     cap = cfg.accounting.backfill_hours_max
-    reader = pods_reader(cfg.accounting, url)
     try:
         with progress("reading pod hours", min(len(hours), cap), show=len(hours) > 1, counted=True) as advance:
-            stats = ingest_pods(ledger, reader, cfg.accounting, hours[:cap], now, advance)
+            stats = ingest_pod_hours(ledger, cfg.accounting, url, hours, now, advance)
     except PrometheusError as exc:
         raise click.ClickException(str(exc)) from None
-    finally:
-        reader.close()
     click.echo(f"hours read: {stats.hours}, pod-hours: {stats.pod_hours}, unattributed pod-hours: {stats.unattributed}")
     if len(hours) > cap:
         click.echo(f"stopped after {cap} hours (accounting.backfill_hours_max) at {iso(hours[cap], cfg.timezone)}: run again to continue")

@@ -1,0 +1,185 @@
+"""``af-metrics serve`` keeps accounting current by itself: HTCondor history files and Prometheus
+pod hours are ingested on the ``[accounting]`` intervals, with source health in /metrics.
+
+serve runs as a real subprocess against a hub that does not answer (the collector backs off;
+accounting goes on); the pods come from Debian's Prometheus holding series backfilled by promtool
+for the hours before now.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from af_metrics.accounting.history_files import QUIET, ingest_history_files
+from af_metrics.accounting.ingest import ingest_history, pods_resume_point
+from af_metrics.accounting.settings import DEFAULT_RULES, AccountingSettings
+from af_metrics.ledger.schema import batch_jobs, pod_hours
+from af_metrics.ledger.store import Ledger
+from af_metrics.sources.htcondor import HistoryError
+from af_metrics.sources.kubernetes import HOUR
+from conftest import free_port, wait_until
+from facility import ServeProcess
+from test_htcondor import GRID, HISTORY, LATER, NOBODY, REMOVED_AD, text, totals
+from test_kubernetes import Pod, backfilled_prometheus
+
+FIRST, APPENDED, HALF_WRITTEN = HISTORY[:2], [LATER], [REMOVED_AD]
+
+
+def serve_env(ledger_url: str, **accounting: object) -> dict[str, str]:
+    """serve with a hub that does not answer and the given [accounting] settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AF_METRICS_", "JUPYTERHUB_"))}
+    env.update(
+        AF_METRICS_HUB_URL=f"http://127.0.0.1:{free_port()}", AF_METRICS_HUB_API_TOKEN="unused", AF_METRICS_LEDGER=ledger_url,
+        AF_METRICS_BACKOFF_MAX="1", AF_METRICS_TIMEZONE="UTC", AF_METRICS_ACCOUNTING=json.dumps(accounting),
+    )
+    return env
+
+
+def job_ids(url: str) -> list[str]:
+    with Ledger.open(url).engine.connect() as conn:
+        return sorted(conn.execute(sa.select(batch_jobs.c.global_job_id)).scalars())
+
+
+def reference(ads: list, path: Path) -> Ledger:
+    """The ads ingested once, as the CLI does, into a ledger of their own."""
+    ledger = Ledger.open(f"sqlite:///{path}")
+    ingest_history(ledger, io.StringIO(text(ads, "file")), DEFAULT_RULES, time.time())
+    return ledger
+
+
+def ids(ads: list) -> list[str]:
+    return sorted(ad["GlobalJobId"] for ad in ads)
+
+
+def test_serve_ingests_a_history_file_once_and_what_is_appended(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    history, broken = tmp_path / "history", tmp_path / "broken.history"
+    history.write_text(text(FIRST, "file"))
+    env = serve_env(url, history_files=[str(history)], history_interval=0.3)
+    with ServeProcess(env, tmp_path / "serve1.log") as serve:
+        wait_until(lambda: job_ids(url) == ids(FIRST), 30, what="the history's jobs in the ledger")
+        assert wait_until(lambda: serve.source("af_source_up", "htcondor"), 30, what="htcondor up") == 1
+        assert serve.terminate() == 0
+    first = totals(Ledger.open(url))
+    assert first == totals(reference(FIRST, tmp_path / "once.db"))  # each job counted once, as one CLI ingest counts it
+
+    # restarted, with a second file that is broken and a schedd that does not answer: the first file is
+    # not counted again, the broken one and the schedd are reported
+    broken.write_text('Owner = "x"\nthis is not an attribute\n*** ProcId = 0\n')
+    env = serve_env(url, history_files=[str(history), str(broken)], history_interval=0.3, schedd_interval=0.3,
+                    pool=f"127.0.0.1:{free_port()}")
+    with ServeProcess(env, tmp_path / "serve2.log") as serve:
+        assert wait_until(lambda: serve.source("af_source_up", "htcondor") == 0, 30, what="htcondor down")
+        assert serve.source("af_source_errors_total", "htcondor") >= 1
+        assert wait_until(lambda: serve.source("af_source_up", "htcondor_schedd") == 0, 30, what="schedd down")
+        health = httpx.get(f"http://127.0.0.1:{serve.port}/healthz", timeout=5).json()
+        assert health["status"] == "degraded" and "broken.history: line 1" in health["sources"]["htcondor"]["last_error"]
+        assert health["sources"]["htcondor_schedd"]["last_error"] == (
+            "htcondor_schedd ingest: cannot locate schedd (local): Failed communication with collector."
+        )
+        assert totals(Ledger.open(url)) == first
+
+        # the schedd appends a job, then half of the next one: the whole one lands, the half waits for its banner
+        whole, half = text(APPENDED, "file"), text(HALF_WRITTEN, "file")
+        banner = half.rindex("***")
+        with history.open("a") as out:
+            out.write(whole + half[:banner])
+        wait_until(lambda: job_ids(url) == ids(FIRST + APPENDED), 30, what="the appended job in the ledger")
+        with history.open("a") as out:
+            out.write(half[banner:])
+        wait_until(lambda: job_ids(url) == ids(FIRST + APPENDED + HALF_WRITTEN), 30, what="the completed job in the ledger")
+
+        broken.write_text(text([NOBODY], "file"))  # mended: read, and the source is up again
+        assert wait_until(lambda: serve.source("af_source_up", "htcondor") == 1, 30, what="htcondor up again")
+        assert serve.running()
+    assert job_ids(url) == ids(FIRST + APPENDED + HALF_WRITTEN + [NOBODY])
+    assert totals(Ledger.open(url)) == totals(reference(FIRST + APPENDED + HALF_WRITTEN + [NOBODY], tmp_path / "all.db"))
+    assert "Traceback" not in (tmp_path / "serve2.log").read_text()
+
+
+def test_history_files_are_read_from_where_they_stopped(ledger: Ledger, tmp_path: Path) -> None:
+    """Rotation (rename + new file), rewriting in place and dumps without banners, on both ledgers."""
+    history = tmp_path / "history"
+    history.write_text(text(FIRST, "file"))
+    pattern = [str(tmp_path / "history*")]
+    assert ingest_history_files(ledger, pattern, DEFAULT_RULES, time.time())[1] == 1
+    assert ingest_history_files(ledger, pattern, DEFAULT_RULES, time.time())[1] == 0  # unchanged: not opened
+    with history.open("a") as out:
+        out.write(text(APPENDED, "file"))
+    stats, read = ingest_history_files(ledger, pattern, DEFAULT_RULES, time.time())
+    assert (read, stats.read) == (1, 1)  # only the appended ad was parsed
+    history.rename(tmp_path / "history.20261123T000000")  # the schedd rotates: the old file is read once more, whole
+    history.write_text(text(HALF_WRITTEN, "file"))
+    stats, read = ingest_history_files(ledger, pattern, DEFAULT_RULES, time.time())
+    assert (read, stats.read, stats.written) == (2, 4, 1)
+    history.write_text(text([GRID], "file"))  # rewritten in place (same inode): read from the start
+    stats, read = ingest_history_files(ledger, pattern, DEFAULT_RULES, time.time())
+    assert (read, stats.read, stats.written) == (1, 1, 1)
+    dump = tmp_path / "history.json"
+    dump.write_text(text([NOBODY], "json")[:-30])  # condor_history -json output, being written
+    assert ingest_history_files(ledger, pattern, DEFAULT_RULES, time.time())[1] == 0  # left until it is quiet
+    dump.write_text(text([NOBODY], "json"))
+    stats, read = ingest_history_files(ledger, pattern, DEFAULT_RULES, time.time() + QUIET)  # read whole when it changes
+    assert (read, stats.read) == (1, 1)
+    assert job_ids_of(ledger) == ids(FIRST + APPENDED + HALF_WRITTEN + [GRID, NOBODY])
+
+
+def job_ids_of(ledger: Ledger) -> list[str]:
+    with ledger.engine.connect() as conn:
+        return sorted(conn.execute(sa.select(batch_jobs.c.global_job_id)).scalars())
+
+
+def test_a_missing_history_file_is_one_error_and_the_others_are_read(ledger: Ledger, tmp_path: Path) -> None:
+    history = tmp_path / "history"
+    history.write_text(text(FIRST, "file"))
+    with pytest.raises(HistoryError, match=r"^cannot read .*/gone: No such file or directory$"):
+        ingest_history_files(ledger, [str(tmp_path / "gone"), str(history)], DEFAULT_RULES, time.time())
+    assert job_ids_of(ledger) == ids(FIRST)
+
+
+USER_LABEL = "label_hub_jupyter_org_username"
+NOTEBOOK = {"label_component": "singleuser-server"}
+
+
+def test_serve_ingests_whole_pod_hours_by_itself(tmp_path: Path) -> None:
+    now = time.time()
+    hour = now - now % HOUR  # the hour in progress: serve must not read it yet
+    series_end = now - 60
+    prometheus = backfilled_prometheus(tmp_path / "prom", [
+        Pod("jhub", "jupyter-alice", hour - 2 * HOUR, series_end, cpu=2, labels={USER_LABEL: "alice", **NOTEBOOK}),
+        Pod("jhub", "dask-worker-bob", hour - 5 * HOUR, hour - 4 * HOUR, cpu=1, labels={USER_LABEL: "bob"}),
+    ])
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    env = serve_env(url, prometheus_url=prometheus.url, pods_interval=0.3, backfill_hours_max=10)
+    try:
+        with ServeProcess(env, tmp_path / "serve.log") as serve:
+            ledger = Ledger.open(url)
+            wait_until(lambda: (pods_resume_point(ledger) or 0) >= hour, 60, what="pod hours up to the current hour")
+            assert wait_until(lambda: serve.source("af_source_up", "kubernetes"), 30, what="kubernetes up") == 1
+            assert serve.running()
+    finally:
+        prometheus.stop()
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(sa.select(pod_hours.c.pod, pod_hours.c.hour_start, pod_hours.c.cpu_request_seconds)).all()
+    checked = time.time()
+    assert all(start + HOUR <= checked for _, start, _ in rows), "an hour was read before it was over"
+    before = sorted((name, start - hour, round(cpu)) for name, start, cpu in rows if start < hour)
+    assert before == [("dask-worker-bob", -5 * HOUR, 1 * HOUR), ("jupyter-alice", -2 * HOUR, 2 * HOUR), ("jupyter-alice", -HOUR, 2 * HOUR)]
+
+
+def test_pods_interval_needs_a_prometheus() -> None:
+    with pytest.raises(ValueError, match="pods_interval needs prometheus_url"):
+        AccountingSettings(pods_interval=600)
+
+
+def test_every_accounting_setting_is_documented() -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "accounting.md").read_text()
+    assert [n for n in AccountingSettings.model_fields if f"`{n}`" not in doc] == []
