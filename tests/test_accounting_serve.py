@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from af_metrics.accounting import history_files
 from af_metrics.accounting.history_files import QUIET, ingest_history_files
 from af_metrics.accounting.ingest import ingest_history, pods_resume_point
 from af_metrics.accounting.settings import DEFAULT_RULES, AccountingSettings
@@ -183,3 +185,17 @@ def test_pods_interval_needs_a_prometheus() -> None:
 def test_every_accounting_setting_is_documented() -> None:
     doc = (Path(__file__).parents[1] / "docs" / "accounting.md").read_text()
     assert [n for n in AccountingSettings.model_fields if f"`{n}`" not in doc] == []
+
+
+@pytest.mark.parametrize("block", [7, 100, 1 << 20])
+def test_the_last_whole_ad_ends_after_the_last_complete_banner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    """Read backwards in blocks of any size (banners straddling blocks), cut anywhere, from any start."""
+    monkeypatch.setattr(history_files, "_BLOCK", block)
+    data = text(HISTORY, "file").encode()
+    (tmp_path / "h").write_bytes(data)
+    banner_ends = [m.end() for m in re.finditer(rb"^\*\*\*[^\n]*\n", data, re.M)]
+    with (tmp_path / "h").open("rb") as raw:
+        for start in (0, banner_ends[1]):
+            for end in sorted({*range(start, len(data) + 1, 37), *(e + d for e in banner_ends for d in (-1, 0) if e > start)}):
+                want = max((e for e in banner_ends if start < e <= end), default=None)
+                assert history_files._last_banner_end(raw, start, end) == want, (start, end)
