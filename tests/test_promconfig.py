@@ -36,12 +36,14 @@ def run(promtool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("ksm", [False, True])
-def test_promtool_checks_config_and_rules(promtool: str, tmp_path: Path, ksm: bool) -> None:
-    token = tmp_path / "hub-token"
+@pytest.mark.parametrize("ksm, af_token", [(False, False), (True, True)])
+def test_promtool_checks_config_and_rules(promtool: str, tmp_path: Path, ksm: bool, af_token: bool) -> None:
+    token, af_token_file = tmp_path / "hub-token", tmp_path / "af-metrics-token"
     token.write_text("secret\n")
+    af_token_file.write_text("another-secret-token\n")
     args = ["--hub-url", "http://127.0.0.1:8081/prefix/", "--hub-token-file", str(token)]
-    generate(tmp_path, *args, *(["--kube-state-metrics", "127.0.0.1:8080"] if ksm else []))
+    generate(tmp_path, *args, *(["--kube-state-metrics", "127.0.0.1:8080"] if ksm else []),
+             *(["--af-metrics-token-file", str(af_token_file)] if af_token else []))
     checked = run(promtool, "check", "config", "prometheus.yml", cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS" in checked.stdout
@@ -53,6 +55,10 @@ def test_promtool_checks_config_and_rules(promtool: str, tmp_path: Path, ksm: bo
     assert jobs["jupyterhub"]["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
     assert jobs["dask"]["http_sd_configs"][0]["url"] == "http://127.0.0.1:9402/sd/dask"
     assert ("kube-state-metrics" in jobs) is ksm
+    af_auth = {"type": "Bearer", "credentials_file": str(af_token_file)} if af_token else None
+    assert jobs["af-metrics"].get("authorization") == af_auth
+    assert jobs["dask"]["http_sd_configs"][0].get("authorization") == af_auth
+    assert "authorization" not in jobs["dask"]  # the schedulers themselves are scraped without it
 
 
 def test_generated_unit_tests_pass(promtool: str, tmp_path: Path) -> None:

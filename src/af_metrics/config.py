@@ -24,10 +24,18 @@ class ConfigError(ValueError):
     """A configuration problem, reported to the user as one line."""
 
 
+def data_dir() -> Path:
+    """The user's data directory: where files af-metrics makes for itself live by default."""
+    return Path(platformdirs.user_data_dir(APP))
+
+
 def default_ledger_url() -> str:
     """A SQLite file in the user's data directory: zero configuration."""
-    data = Path(platformdirs.user_data_dir(APP))
-    return f"sqlite:///{data / 'ledger.db'}"
+    return f"sqlite:///{data_dir() / 'ledger.db'}"
+
+
+def default_cookie_secret_file() -> str:
+    return str(data_dir() / "cookie_secret")
 
 
 def default_config_path() -> Path:
@@ -68,6 +76,13 @@ class Settings(BaseSettings):
     service_name: str = Field("", description="af-metrics' service name in the hub (default: $JUPYTERHUB_SERVICE_NAME, else af-metrics)")
     service_prefix: str = Field("", description="URL path of the pages behind the hub's proxy (default: $JUPYTERHUB_SERVICE_PREFIX, else /services/<service_name>/)")
     web_cache_seconds: float = Field(60.0, ge=0, description="Seconds a computed chart or KPI answer is reused for identical requests")
+    cookie_secret_file: str = Field(
+        default_factory=default_cookie_secret_file,
+        description="File with the key that signs the login cookie (hex, mode 0600; made on first use), so a restart keeps people logged in",
+    )
+    metrics_token_file: str = Field(
+        "", description="File with a bearer token that /metrics and /sd/dask then require (default: none, they stay open)"
+    )
     accounting: AccountingSettings = Field(
         default_factory=AccountingSettings, description="[accounting] table: site, VO, attribution rules, Prometheus (see docs/accounting.md)"
     )

@@ -66,6 +66,10 @@ def prometheus() -> None:
     help="File holding a hub token whose role grants read:metrics.",
 )
 @click.option("--af-metrics-url", default=DEFAULTS.af_metrics_url, show_default=True, help="af-metrics base URL.")
+@click.option(
+    "--af-metrics-token-file", metavar="PATH", default="",
+    help="File holding af-metrics' metrics token (its metrics_token_file), sent for /metrics and /sd/dask.",
+)
 @click.option("--kube-state-metrics", metavar="HOST:PORT", help="Also scrape kube-state-metrics (pods labelled by user).")
 @click.option(
     "--scrape-interval", default=DEFAULTS.scrape_interval, show_default=True, callback=_duration,

@@ -9,6 +9,7 @@ import click
 
 from af_metrics.cli.common import open_ledger, settings
 from af_metrics.collector import Collector
+from af_metrics.config import ConfigError
 from af_metrics.ledger.store import LedgerError, redact_url
 from af_metrics.sources.jupyterhub import HubError
 
@@ -25,7 +26,10 @@ def serve(ctx: click.Context, hub_url: str | None, port: int | None, bind: str |
 
     cfg = settings(ctx, hub_url=hub_url, port=port, bind=bind, poll_interval=poll_interval)
     ledger = open_ledger(cfg)
-    asyncio.run(run(cfg, ledger))
+    try:
+        asyncio.run(run(cfg, ledger))
+    except ConfigError as exc:  # a secret file (cookie key, metrics token) that cannot be used
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command()

@@ -10,9 +10,9 @@ import json
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-import tornado.web
 
 from af_metrics.discovery import DaskTarget
+from af_metrics.web.bearer import BearerRequired
 
 
 def http_sd(targets: Iterable[DaskTarget]) -> list[dict]:
@@ -32,7 +32,7 @@ def http_sd(targets: Iterable[DaskTarget]) -> list[dict]:
     return groups
 
 
-class DaskSDHandler(tornado.web.RequestHandler):
+class DaskSDHandler(BearerRequired):
     """``GET /sd/dask``: the schedulers the last discovery found."""
 
     def get(self) -> None:

@@ -8,7 +8,11 @@ import yaml
 
 
 class _Dumper(yaml.SafeDumper):
-    """Multi-line strings as literal blocks, so generated PromQL reads like hand-written PromQL."""
+    """Multi-line strings as literal blocks, so generated PromQL reads like hand-written PromQL;
+    a block used twice is written out twice (no YAML anchors)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:

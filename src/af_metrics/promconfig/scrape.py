@@ -33,6 +33,7 @@ class ScrapeOptions:
     hub_url: str = "http://127.0.0.1:8081"
     hub_token_file: str = "/etc/prometheus/secrets/jupyterhub-metrics-token"
     af_metrics_url: str = "http://127.0.0.1:9402"
+    af_metrics_token_file: str = ""  # af-metrics' metrics_token, for /metrics and /sd/dask
     kube_state_metrics: str | None = None  # host:port
     scrape_interval: str = "30s"
     dask_refresh: str = "30s"
@@ -60,19 +61,27 @@ def _job(name: str, scheme: str, path: str, interval: str) -> dict:
     return {"job_name": name, "scrape_interval": interval, "scheme": scheme, "metrics_path": path}
 
 
+def _bearer(credentials_file: str) -> dict:
+    """An ``authorization`` block; Prometheus re-reads the file on every request."""
+    return {"authorization": {"type": "Bearer", "credentials_file": credentials_file}}
+
+
 def scrape_config(opts: ScrapeOptions) -> dict:
     """A complete ``prometheus.yml`` as a dict."""
     hub = _endpoint(opts.hub_url, "hub URL")
     exporter = _endpoint(opts.af_metrics_url, "af-metrics URL")
+    # af-metrics' own endpoints, when it requires its metrics token
+    af_auth = _bearer(opts.af_metrics_token_file) if opts.af_metrics_token_file else {}
     jobs = [
         {
             **_job(opts.jobs.hub, hub.scheme, f"{hub.path}/hub/metrics", opts.scrape_interval),
             # /hub/metrics needs a token whose role grants read:metrics
-            "authorization": {"type": "Bearer", "credentials_file": opts.hub_token_file},
+            **_bearer(opts.hub_token_file),
             "static_configs": [{"targets": [hub.host]}],
         },
         {
             **_job(opts.jobs.exporter, exporter.scheme, f"{exporter.path}/metrics", opts.scrape_interval),
+            **af_auth,
             "static_configs": [{"targets": [exporter.host]}],
         },
         {
@@ -80,7 +89,11 @@ def scrape_config(opts: ScrapeOptions) -> dict:
             "job_name": opts.jobs.dask,
             "scrape_interval": opts.scrape_interval,
             "http_sd_configs": [
-                {"url": f"{exporter.scheme}://{exporter.host}{exporter.path}/sd/dask", "refresh_interval": opts.dask_refresh}
+                {
+                    "url": f"{exporter.scheme}://{exporter.host}{exporter.path}/sd/dask",
+                    "refresh_interval": opts.dask_refresh,
+                    **af_auth,
+                }
             ],
         },
     ]

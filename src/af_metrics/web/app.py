@@ -13,6 +13,8 @@ from prometheus_client.exposition import choose_encoder
 from af_metrics.collector import Collector
 from af_metrics.discovery.http_sd import DaskSDHandler
 from af_metrics.ledger.store import Ledger
+from af_metrics.web.bearer import BearerRequired, bearer_ok
+from af_metrics.web.secret_files import metrics_token
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -34,7 +36,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.write_json({"error": self.error_message(**kwargs)}, status_code)
 
 
-class MetricsHandler(BaseHandler):
+class MetricsHandler(BearerRequired, BaseHandler):
     def get(self) -> None:
         registry: CollectorRegistry = self.settings["registry"]
         encoder, content_type = choose_encoder(self.request.headers.get("Accept", ""))
@@ -43,20 +45,24 @@ class MetricsHandler(BaseHandler):
 
 
 class HealthHandler(BaseHandler):
+    """Open to liveness probes; the sources' errors (which name hosts) only with the bearer token."""
+
     def get(self) -> None:
         collector: Collector = self.settings["collector"]
         sources = {
             name: {"up": h.up, "last_success": h.last_success, "last_error": h.last_error}
             for name, h in collector.health.items()
         }
-        self.write_json({"status": "ok" if all(s["up"] for s in sources.values()) else "degraded", "sources": sources})
+        status = "ok" if all(s["up"] for s in sources.values()) else "degraded"
+        self.write_json({"status": status, "sources": sources} if bearer_ok(self) else {"status": status})
 
 
 def make_app(ledger: Ledger, collector: Collector, registry: CollectorRegistry, dask: Any = None) -> tornado.web.Application:
     from af_metrics.web.analysis import AnalysisPushHandler, HubIdentity  # it builds on BaseHandler
     from af_metrics.web.pages import app_settings, routes  # so do these
 
-    pages = app_settings(collector.settings)
+    settings = collector.settings
+    pages = app_settings(settings)
     return tornado.web.Application(
         [
             (r"/metrics", MetricsHandler),
@@ -70,5 +76,6 @@ def make_app(ledger: Ledger, collector: Collector, registry: CollectorRegistry, 
         collector=collector,
         registry=registry,
         dask=dask,
-        hub_identity=HubIdentity(collector.settings.resolved_hub()[0]),
+        hub_identity=HubIdentity(settings.resolved_hub()[0]),
+        metrics_token=metrics_token(settings.metrics_token_file) if settings.metrics_token_file else None,
     )

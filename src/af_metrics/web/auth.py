@@ -3,7 +3,8 @@
 af-metrics runs as a JupyterHub service (managed: the hub starts it and passes
 ``JUPYTERHUB_*`` variables; external: ``hub_url``/``hub_api_token``/``service_name`` settings)
 and uses JupyterHub's own ``HubOAuth``: a browser without a valid cookie is sent to the hub's
-login and comes back through ``<prefix>oauth_callback``; ``Authorization: token <hub token>``
+login and comes back through ``<prefix>oauth_callback`` (its cookie is signed with the key of
+``cookie_secret_file``, so it outlives a restart); ``Authorization: token <hub token>``
 works for the JSON API. Identity comes only from the hub's answer for that token: a user sees
 their own pages; admins (hub admins, members of ``admin_groups``, holders of ``admin_roles``)
 see the facility pages and everyone's. ``web_auth = "none"`` makes everyone an admin, for a
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +25,7 @@ from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuth
 
 from af_metrics.config import Settings
 from af_metrics.web.app import BaseHandler
+from af_metrics.web.secret_files import COOKIE_SECRET_BYTES, cookie_secret
 
 DEFAULT_SERVICE = "af-metrics"
 IDENTITY_CACHE_SECONDS = 60  # how long the hub's answer for a token is reused (revocation delay)
@@ -69,9 +72,12 @@ class WebAuth:
         # the hub's base path, when af-metrics is reached through the hub's /services/ route
         self.hub_base = self.prefix[: self.prefix.rfind("/services/") + 1] if "/services/" in self.prefix else None
         self.hub_auth: HubOAuth | None = None
+        # signs the login cookie; without logins a throw-away key (no file is made)
+        self.cookie_secret = secrets.token_bytes(COOKIE_SECRET_BYTES)
         hub_url, token = settings.resolved_hub()
         if self.open or not (hub_url and token):
             return
+        self.cookie_secret = cookie_secret(settings.cookie_secret_file)
         scopes = os.environ.get("JUPYTERHUB_OAUTH_ACCESS_SCOPES")
         self.hub_auth = HubOAuth(
             api_url=f"{hub_url}/hub/api",

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import sys
 import threading
 import time
@@ -331,10 +330,11 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
 
 
 def app_settings(settings: Settings) -> dict[str, Any]:
-    """Tornado application settings the pages need (the login cookie is signed per process)."""
+    """Tornado application settings the pages need."""
+    auth = WebAuth(settings)
     return {
-        "web_auth": WebAuth(settings),
+        "web_auth": auth,
         "answers": AnswerCache(settings.web_cache_seconds),
-        "cookie_secret": secrets.token_bytes(32),
+        "cookie_secret": auth.cookie_secret,
         "log_function": log_request,
     }
