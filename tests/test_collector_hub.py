@@ -101,3 +101,30 @@ def test_killed_and_removed_servers_are_closed(hub, hub_users, ledger, ledger_ur
     assert ends[dave]["started"] <= ends[dave]["ended"] <= deleted_at
     for session in ends.values():
         assert_hours_cover(view, session)
+
+
+def test_spawns_that_fail_between_two_polls_are_attributed(hub, hub_users, ledger, ledger_url) -> None:  # noqa: ANN001
+    erin, fred = hub_users(2)
+    drive = hub.driver
+    collector = Collector(hub_settings(hub, ledger_url), ledger)
+    view = LedgerView(ledger, [erin, fred])
+    drive.start_server(fred, profile="minimal")
+    ready = drive.wait_ready(fred)
+    run_cycle(collector)  # the hub's spawn histogram baseline; fred's server runs
+
+    # with no poll in between: two spawns of erin start and fail, fred stops his server
+    drive.start_server(erin, profile="broken-image")
+    drive.start_server(erin, "gpu", profile="broken-image")
+    drive.stop_server(fred)
+    failed = {"": drive.wait_stopped(erin), "gpu": drive.wait_stopped(erin, "gpu")}
+    drive.wait_stopped(fred)
+    run_cycle(collector)
+
+    spawns = [(s["user"], s["server"], s["profile"], s["outcome"], s["started"]) for s in view.spawns()]
+    assert spawns == [
+        (erin, "", "broken-image", "failure", hub_time(failed[""], "last_activity")),
+        (erin, "gpu", "broken-image", "failure", hub_time(failed["gpu"], "last_activity")),
+        (fred, "", "minimal", "success", hub_time(ready, "started")),
+    ]
+    run_cycle(collector)  # the hub still holds both failures: found again, written once
+    assert len(view.spawns()) == 3

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from af_metrics.config import Settings
+from af_metrics.failed_spawns import failed_between_polls
 from af_metrics.ledger.store import Ledger
 from af_metrics.sessions import decide, users_to_check
 from af_metrics.sources.jupyterhub import HubAuthError, HubClient, HubError
@@ -105,6 +106,13 @@ class Collector:
         except HubError as exc:
             self.health[HUB_METRICS].failed(f"/hub/metrics: {exc}")
         decision = decide(snap, open_sessions, pending)
+        if histogram is not None:
+            try:
+                decision.spawns.extend(await failed_between_polls(hub, self.ledger, decision, histogram))
+            except HubAuthError:
+                raise
+            except HubError as exc:  # the poll itself stands; the failures are looked for next time
+                log.warning("looking for spawns that failed between polls: %s", exc)
         await asyncio.to_thread(self.ledger.apply, decision, snap.observed_at, histogram)
         if sweep:
             await asyncio.to_thread(self.ledger.record_users, snap.users, snap.observed_at)

@@ -37,6 +37,7 @@ from af_metrics.sessions import Decision, OpenRun
 from af_metrics.timeutil import day_of, hour_floor, hour_slices
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+FAILED_STATUSES = ("failure", "error")  # the hub's spawn histogram statuses of failed spawns
 MIGRATION_LOCK = 0x61666D6574726963  # PostgreSQL advisory lock key held while migrating ("afmetric")
 
 
@@ -471,24 +472,35 @@ class Ledger:
         Counter resets (hub restart) are handled like Prometheus ``increase``: a count lower
         than before starts again from zero.
         """
-        prev = self.get_state(conn, "hub_spawn_histogram") or {}
-        rows = []
-        state = {}
-        for (status, le), count in hist.buckets.items():
-            key = f"{status}|{le}"
-            state[key] = count
-            before = prev.get(key)
-            delta = count if before is None or count < before else count - before
-            if before is None and not prev:
-                delta = 0.0  # first observation ever: history before it is unknown
-            if delta > 0:
-                rows.append({
-                    "observed_at": hist.observed_at, "status": status, "le": min(le, INF_LE),
-                    "day": day_of(hist.observed_at, self.tz), "count": delta,
-                })
+        rows = [
+            {"observed_at": hist.observed_at, "status": status, "le": min(le, INF_LE), "day": day_of(hist.observed_at, self.tz), "count": delta}
+            for (status, le), delta in _increase(self.get_state(conn, "hub_spawn_histogram") or {}, hist).items()
+            if delta > 0
+        ]
         if rows:
             conn.execute(self.insert(spawn_buckets).on_conflict_do_nothing(), rows)
-        self.set_state(conn, "hub_spawn_histogram", state, hist.observed_at)
+        self.set_state(conn, "hub_spawn_histogram", {f"{status}|{le}": n for (status, le), n in hist.buckets.items()}, hist.observed_at)
+
+    def failed_spawns_since_last(self, hist: SpawnHistogram) -> tuple[int, float | None]:
+        """How many spawns the hub counts as failed since the histogram stored last, and when
+        that was (None: never, so nothing is known of what came before)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(source_state.c.state, source_state.c.updated).where(source_state.c.source == "hub_spawn_histogram")).first()
+        if row is None:
+            return 0, None
+        increase = _increase(json.loads(row.state), hist)
+        return round(sum(n for (status, le), n in increase.items() if status in FAILED_STATUSES and le == float("inf"))), row.updated
+
+    def failure_recorded(self, user: str, server: str, at: float) -> bool:
+        """Whether a failed spawn of this server that the hub stopped at ``at`` is in the ledger
+        (settled by a poll that saw it pending, or found before)."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.literal(1)).select_from(spawns.join(users, users.c.id == spawns.c.user_id))
+                .where(users.c.name == user, spawns.c.server == server, spawns.c.outcome == "failure",
+                       sa.or_(spawns.c.finished == at, spawns.c.started == at))
+                .limit(1)
+            ).first() is not None
 
     def add_spawn_buckets(self, conn: Connection, rows: Sequence[dict]) -> None:
         for chunk in _chunks(list(rows), 2000):
@@ -503,6 +515,16 @@ class Ledger:
     def set_state(self, conn: Connection, source: str, state: dict, at: float) -> None:
         stmt = self.insert(source_state).values(source=source, state=json.dumps(state), updated=at)
         conn.execute(stmt.on_conflict_do_update(index_elements=["source"], set_={"state": stmt.excluded.state, "updated": stmt.excluded.updated}))
+
+
+def _increase(prev: dict[str, float], hist: SpawnHistogram) -> dict[tuple[str, float], float]:
+    """Per (status, le): the histogram's increase over the stored counts ``prev``."""
+    out = {}
+    for (status, le), count in hist.buckets.items():
+        before = prev.get(f"{status}|{le}")
+        delta = count if before is None or count < before else count - before
+        out[(status, le)] = 0.0 if before is None and not prev else delta  # first observation ever: history unknown
+    return out
 
 
 def _user_spans(records: Sequence[SessionRecord], spawn_records: Sequence[SpawnRecord]) -> dict[str, tuple[float, float]]:

@@ -28,6 +28,8 @@ PAGINATION = "application/jupyterhub-pagination+json"
 MAX_BODY = 64 * 1024 * 1024  # a hub answer larger than this is refused
 MAX_PAGES = 10_000  # users listing: 2 million users at the default page size
 PROFILE_KEYS = ("profile", "image", "profile_slug", "flavor")
+PROGRESS_MAX = 64 * 1024  # a finished spawn's progress stream is one short event
+PROGRESS_SECONDS = 2.0
 
 
 class HubError(RuntimeError):
@@ -196,6 +198,41 @@ class HubClient:
                         snap.stopped.append(ServerStopped(name, server_name, parse_time(server.get("last_activity"))))
                     elif (name, seen.server) not in active:
                         snap.servers.append(seen)
+
+    async def stopped_since(self, since: float) -> list[tuple[ServerStopped, str | None]]:
+        """Stopped servers (with their profile) that the hub stopped at ``since`` or later, of
+        users with no active server: one listing of inactive users, stopped servers included."""
+        found = []
+        with _unexpected_answer():
+            async for model in self.users(state="inactive", include_stopped=True):
+                for server_name, server in (model.get("servers") or {}).items():
+                    stopped_at = parse_time(server.get("last_activity"))
+                    if server.get("stopped") and stopped_at is not None and stopped_at >= since:
+                        found.append((ServerStopped(model["name"], server_name or "", stopped_at), profile_of(server.get("user_options"))))
+        return found
+
+    async def spawn_failed(self, user: str, server: str) -> bool:
+        """Whether the last spawn of this server failed: the hub keeps the failure (until the
+        next spawn) and tells it on the progress stream, which then ends at once. A server that
+        is starting again keeps the stream open: that is no failure (yet), the read times out."""
+        path = f"api/users/{quote(user, safe='')}/" + (f"servers/{quote(server, safe='')}/progress" if server else "server/progress")
+        try:
+            async with self._limit:
+                body = await asyncio.wait_for(
+                    read_capped(self._client, f"{self.url}/hub/{path}", PROGRESS_MAX, headers={"Accept": "text/event-stream"}),
+                    PROGRESS_SECONDS,
+                )
+        except (ReadError, httpx.HTTPError, asyncio.TimeoutError):
+            return False  # not starting (HTTP 400), gone, or starting again
+        for line in bytes(body).decode("utf-8", "replace").splitlines():
+            if line.startswith("data:"):
+                try:
+                    event = json.loads(line[5:])
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and event.get("failed") is True:
+                    return True
+        return False
 
     async def spawn_histogram(self) -> SpawnHistogram:
         """The hub's cumulative spawn-duration histogram from ``/hub/metrics``."""
