@@ -20,6 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """af-metrics' default data directory (default ledger, login cookie key) of this process and
+    of every af-metrics it starts is a temporary one, never the user's own."""
+    os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="af-metrics-tests-data-")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
