@@ -134,6 +134,20 @@ def test_history_files_are_read_from_where_they_stopped(ledger: Ledger, tmp_path
     assert job_ids_of(ledger) == ids(FIRST + APPENDED + HALF_WRITTEN + [GRID, NOBODY])
 
 
+def test_a_file_rewritten_in_place_past_the_offset_is_read_from_the_start(ledger: Ledger, tmp_path: Path) -> None:
+    """Same inode and longer than where reading stopped (copytruncate, then grown): the bytes before
+    the offset differ, so the file is read from its start, not from the middle of an ad."""
+    history = tmp_path / "history"
+    history.write_text(text([GRID], "file"))
+    assert ingest_history_files(ledger, [str(history)], DEFAULT_RULES, time.time())[1] == 1
+    inode = history.stat().st_ino
+    history.write_text(text([NOBODY, LATER], "file"))
+    assert history.stat().st_ino == inode and history.stat().st_size > len(text([GRID], "file").encode())
+    stats, read = ingest_history_files(ledger, [str(history)], DEFAULT_RULES, time.time())
+    assert (read, stats.read, stats.written) == (1, 2, 2)
+    assert job_ids_of(ledger) == ids([GRID, NOBODY, LATER])
+
+
 def job_ids_of(ledger: Ledger) -> list[str]:
     with ledger.engine.connect() as conn:
         return sorted(conn.execute(sa.select(batch_jobs.c.global_job_id)).scalars())

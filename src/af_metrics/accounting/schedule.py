@@ -40,7 +40,6 @@ class Ingest:
     backoff_max: float
     run: Callable[[float, threading.Event], str]  # blocking: (now, halt) -> what it did in a few words, "" if nothing
     health: SourceHealth = field(default_factory=SourceHealth)
-    runs: int = 0
 
     async def loop(self, stop: asyncio.Event, on_done: Callable[[], Awaitable[None]] | None = None) -> None:
         """Run until ``stop`` is set (a run in progress is told to halt at its next step); ``on_done`` after a run that read something or failed."""
@@ -60,7 +59,6 @@ class Ingest:
                 except Exception:  # a bug or a ledger outage must not stop serve
                     log.exception("%s ingest failed", self.source)
                     self.health.failed(f"{self.source} ingest: internal error (see log)")
-                self.runs += 1
                 if on_done is not None and (done or not self.health.up):  # a failed run may have written part
                     await on_done()
                 try:
