@@ -97,8 +97,32 @@ def test_a_new_key_file_is_private_and_kept(tmp_path: Path) -> None:
     assert os.listdir(path.parent) == ["cookie_secret"]  # no temporary file left
 
 
+def test_a_group_readable_key_is_taken_as_jupyterhub_takes_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "cookie_secret"
+    path.write_text("ab" * 32 + "\n")
+    path.chmod(0o440)  # a Kubernetes Secret with defaultMode 0400 under an fsGroup
+    assert cookie_secret(str(path)) == bytes.fromhex("ab" * 32)
+
+
+def test_a_default_key_place_that_cannot_be_written_falls_back_to_a_key_of_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from af_metrics.config import Settings
+    from af_metrics.web.auth import WebAuth
+
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_DATA_HOME", str(blocked))  # the default data directory cannot be made
+    hub = {"hub_url": "http://127.0.0.1:9", "hub_api_token": "x" * 32}
+    auth = WebAuth(Settings(**hub))
+    assert len(auth.cookie_secret) == 32 and auth.hub_auth is not None
+    assert "set cookie_secret_file" in caplog.text
+    with pytest.raises(ConfigError, match="cannot create cookie_secret_file"):  # a place chosen on purpose must work
+        WebAuth(Settings(**hub, cookie_secret_file=str(blocked / "cookie_secret")))
+
+
 @pytest.mark.parametrize("content, mode, message", [
-    ("ab" * 32 + "\n", 0o644, "can be read or written by others"),
+    ("ab" * 32 + "\n", 0o604, "can be read or written by others"),
     ("not hex at all\n", 0o600, "must hold at least 32 bytes in hex"),
     ("ab" * 16 + "\n", 0o600, "must hold at least 32 bytes in hex"),
 ])

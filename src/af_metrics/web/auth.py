@@ -14,6 +14,7 @@ private network without a hub.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ from urllib.parse import urlsplit
 import tornado.web
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 
-from af_metrics.config import Settings
+from af_metrics.config import ConfigError, Settings
 from af_metrics.web.app import BaseHandler
 from af_metrics.web.secret_files import COOKIE_SECRET_BYTES, cookie_secret
+
+log = logging.getLogger("af_metrics.web")
 
 DEFAULT_SERVICE = "af-metrics"
 IDENTITY_CACHE_SECONDS = 60  # how long the hub's answer for a token is reused (revocation delay)
@@ -77,7 +80,13 @@ class WebAuth:
         hub_url, token = settings.resolved_hub()
         if self.open or not (hub_url and token):
             return
-        self.cookie_secret = cookie_secret(settings.cookie_secret_file)
+        try:
+            self.cookie_secret = cookie_secret(settings.cookie_secret_file)
+        except ConfigError as exc:
+            if "cookie_secret_file" in settings.model_fields_set:
+                raise
+            # the default place (a read-only home, say): logins then last as long as this process
+            log.warning("%s; login cookies are signed with a key of this process only: set cookie_secret_file", exc)
         scopes = os.environ.get("JUPYTERHUB_OAUTH_ACCESS_SCOPES")
         self.hub_auth = HubOAuth(
             api_url=f"{hub_url}/hub/api",

@@ -7,6 +7,7 @@ Any problem with such a file is one line (``ConfigError``) before anything liste
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -49,7 +50,7 @@ def cookie_secret(path: str) -> bytes:
     if not file.exists():
         _create(file)
     text, mode = _read(file, "cookie_secret_file")
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if mode & stat.S_IRWXO:  # as JupyterHub checks its own; a Kubernetes fsGroup mount may add group read
         raise ConfigError(f"cookie_secret_file {file} can be read or written by others (mode {stat.filemode(mode)}): chmod 600 it")
     if not HEX.fullmatch(text) or len(text) < 2 * COOKIE_SECRET_BYTES:
         raise ConfigError(
@@ -73,4 +74,5 @@ def _create(file: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot create cookie_secret_file {file}: {exc.strerror or exc}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # also when there is no directory to hold it
+            tmp.unlink()
