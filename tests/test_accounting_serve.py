@@ -161,6 +161,15 @@ def test_a_missing_history_file_is_one_error_and_the_others_are_read(ledger: Led
     assert job_ids_of(ledger) == ids(FIRST)
 
 
+def test_patterns_matching_nothing_and_pipes_are_errors_not_silence(ledger: Ledger, tmp_path: Path) -> None:
+    with pytest.raises(HistoryError, match=r"^accounting.history_files match no file: .*/history\.\*$"):
+        ingest_history_files(ledger, [str(tmp_path / "history.*")], DEFAULT_RULES, time.time())
+    pipe = tmp_path / "history.pipe"
+    os.mkfifo(pipe)  # opening it would wait for a writer forever
+    with pytest.raises(HistoryError, match=r"history\.pipe is not a regular file$"):
+        ingest_history_files(ledger, [str(pipe)], DEFAULT_RULES, time.time())
+
+
 USER_LABEL = "label_hub_jupyter_org_username"
 NOTEBOOK = {"label_component": "singleuser-server"}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
@@ -45,7 +46,8 @@ class FileMark:
 
 
 def expand(patterns: Sequence[str]) -> list[str]:
-    """The files the patterns name, at most FILES_MAX; a plain path must exist, a pattern may match nothing."""
+    """The files the patterns name, at most FILES_MAX; a plain path must exist, a pattern may match
+    nothing, but not all of them together (a mistyped path must not look healthy)."""
     paths: dict[str, None] = {}
     for pattern in patterns:
         pattern = os.path.expanduser(pattern)
@@ -55,6 +57,8 @@ def expand(patterns: Sequence[str]) -> list[str]:
             paths[pattern] = None
     if len(paths) > FILES_MAX:
         raise HistoryError(f"accounting.history_files name {len(paths)} files, more than {FILES_MAX}")
+    if not paths and patterns:
+        raise HistoryError(f"accounting.history_files match no file: {', '.join(patterns)}")
     return list(paths)
 
 
@@ -122,9 +126,11 @@ def ingest_history_files(ledger: Ledger, patterns: Sequence[str], rules: Iterabl
     total, read, errors = JobIngest(), 0, []
     for path in paths:
         try:
+            if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+                raise HistoryError(f"{path} is not a regular file")  # a pipe or device would block the read
             stats, mark = ingest_file(ledger, path, marks.get(path), rules, now)
         except OSError as exc:
-            errors.append(f"cannot read {path}: {exc.strerror}")
+            errors.append(f"cannot read {path}: {exc.strerror or exc}")
             continue
         except HistoryError as exc:
             errors.append(str(exc))
