@@ -33,7 +33,7 @@ from af_metrics.coffea.push import PUSH_PATH
 from af_metrics.discovery.hub import escape
 from af_metrics.ledger.store import Ledger
 from af_metrics.grafana.dashboards import build_all, expressions
-from af_metrics.promconfig.rules import SPAWN_FAILURE_RATIO, SPAWN_P95, alerting_rules, recording_rules
+from af_metrics.promconfig.rules import REQUEST_ERROR_RATIO, SPAWN_FAILURE_RATIO, SPAWN_P95, alerting_rules, recording_rules
 from conftest import wait_until
 from dask_support import PrometheusServer, UserCluster, write_targets
 from facility import ServeProcess, hub_env
@@ -176,6 +176,7 @@ def live(facility, tmp_path_factory: pytest.TempPathFactory, artifacts: Path) ->
         wait_until(lambda: live.value(f'sum(af_dask_tasks_erred_total{{user="{users["bob"]}"}})') == ERRED_TASKS,
                    60, what="bob's erred tasks in Prometheus")
         wait_until(lambda: (live.value(SPAWN_FAILURE_RATIO) or 0) > 0.3, 60, what="the failed spawn in the ratio")
+        wait_until(lambda: (live.value(f'{REQUEST_ERROR_RATIO}{{code="404"}}') or 0) > 0, 60, what="the 404s in the error ratio")
         live.scrapes = {
             "hub": _text(f"{facility.hub_url}/hub/metrics", facility.af_token),
             "af-metrics": _text(f"{af_url}/metrics"),
