@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
-from af_metrics.accounting.ingest import ingest_history_file
+from af_metrics.accounting.ingest import ingest_history_bytes
 from af_metrics.accounting.settings import AttributionRule
 from af_metrics.ledger.accounting import JobIngest
 from af_metrics.ledger.store import Ledger
@@ -97,18 +97,20 @@ def ingest_file(ledger: Ledger, path: str, mark: FileMark | None, rules: Iterabl
                 now: float) -> tuple[JobIngest | None, FileMark | None]:
     """Read what is new in one file; (None, mark) if there is nothing to read yet. Raises OSError or HistoryError."""
     st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise HistoryError(f"{path} is not a regular file")  # a pipe or device would block the read
     if mark is not None and (mark.inode, mark.size, mark.mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns):
         return None, mark
-    with open(path, "rb") as raw:
+    with open(path, "rb") as raw:  # one open file throughout: a file replaced meanwhile is read next time
         start = _read_from(raw, st.st_size, mark, st.st_ino)
         end = _last_banner_end(raw, start, st.st_size)
         if end is None and (start > 0 or now - st.st_mtime < QUIET):  # no new whole ad yet, or a dump being written
             return None, mark
         new = FileMark(st.st_ino, st.st_size, st.st_mtime_ns, end, _tail(raw, end) if end is not None else "")
-    try:
-        stats = ingest_history_file(ledger, path, rules, now, start=start, end=end)
-    except HistoryError as exc:
-        raise HistoryError(f"{path}: {exc}" + (f" (reading on from byte {start})" if start else "")) from None
+        try:
+            stats = ingest_history_bytes(ledger, raw, rules, now, start=start, end=end)
+        except HistoryError as exc:
+            raise HistoryError(f"{path}: {exc}" + (f" (reading on from byte {start})" if start else "")) from None
     return stats, new
 
 
@@ -126,8 +128,6 @@ def ingest_history_files(ledger: Ledger, patterns: Sequence[str], rules: Iterabl
     total, read, errors = JobIngest(), 0, []
     for path in paths:
         try:
-            if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
-                raise HistoryError(f"{path} is not a regular file")  # a pipe or device would block the read
             stats, mark = ingest_file(ledger, path, marks.get(path), rules, now)
         except OSError as exc:
             errors.append(f"cannot read {path}: {exc.strerror or exc}")

@@ -74,24 +74,34 @@ class _Slice(io.RawIOBase):
 
 
 def ingest_history_file(ledger: Ledger, path: str, rules: Iterable[AttributionRule], now: float, *, queue: bool = False,
-                        start: int = 0, end: int | None = None, advance: Callable[[int], None] = lambda n: None) -> JobIngest:
-    """A history file's bytes [start, end) (default: to its end); ``advance`` gets the bytes read after each batch.
+                        advance: Callable[[int], None] = lambda n: None) -> JobIngest:
+    """A whole history file; ``advance`` gets the bytes read after each batch.
 
-    Raises OSError if it cannot be read, HistoryError (line numbers counted from ``start``) if a record is bad.
+    Raises OSError if it cannot be read, HistoryError if a record is bad.
     """
     with open(path, "rb") as raw:
-        raw.seek(start)
-        piece = _Slice(raw, end)
-        last = start
+        return ingest_history_bytes(ledger, raw, rules, now, queue=queue, advance=advance)
 
-        def step(_: int) -> None:
-            nonlocal last
-            pos = piece.tell()
-            advance(pos - last)
-            last = pos
 
-        with io.TextIOWrapper(io.BufferedReader(piece), encoding="utf-8", errors="replace") as stream:
-            return ingest_history(ledger, stream, rules, now, queue=queue, advance=step)
+def ingest_history_bytes(ledger: Ledger, raw: BinaryIO, rules: Iterable[AttributionRule], now: float, *, queue: bool = False,
+                         start: int = 0, end: int | None = None, advance: Callable[[int], None] = lambda n: None) -> JobIngest:
+    """The bytes [start, end) of an open history file (default: to its end); HistoryError line
+    numbers count from ``start``. The caller's file stays open."""
+    raw.seek(start)
+    piece = _Slice(raw, end)
+    last = start
+
+    def step(_: int) -> None:
+        nonlocal last
+        pos = piece.tell()
+        advance(pos - last)
+        last = pos
+
+    stream = io.TextIOWrapper(io.BufferedReader(piece), encoding="utf-8", errors="replace")
+    try:
+        return ingest_history(ledger, stream, rules, now, queue=queue, advance=step)
+    finally:
+        stream.detach()  # leave ``raw`` open for the caller
 
 
 def ingest_schedd(ledger: Ledger, schedd: Schedd, rules: Iterable[AttributionRule], now: float) -> JobIngest:
