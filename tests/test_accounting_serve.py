@@ -100,7 +100,10 @@ def test_serve_ingests_a_history_file_once_and_what_is_appended(tmp_path: Path) 
             out.write(half[banner:])
         wait_until(lambda: job_ids(url) == ids(FIRST + APPENDED + HALF_WRITTEN), 30, what="the completed job in the ledger")
 
-        broken.write_text(text([NOBODY], "file"))  # mended: read, and the source is up again
+        mended = tmp_path / "mended"
+        mended.write_text(text([NOBODY], "file"))
+        os.replace(mended, broken)  # mended at once (a truncated file read in between would look healthy): read, up again
+        wait_until(lambda: job_ids(url) == ids(FIRST + APPENDED + HALF_WRITTEN + [NOBODY]), 30, what="the mended file read")
         assert wait_until(lambda: serve.source("af_source_up", "htcondor") == 1, 30, what="htcondor up again")
         assert serve.running()
     assert job_ids(url) == ids(FIRST + APPENDED + HALF_WRITTEN + [NOBODY])
@@ -176,6 +179,8 @@ NOTEBOOK = {"label_component": "singleuser-server"}
 
 
 def test_serve_ingests_whole_pod_hours_by_itself(tmp_path: Path) -> None:
+    if time.time() % HOUR < 90:  # alice's series ends a minute ago: it must reach the end of the last whole hour
+        time.sleep(90 - time.time() % HOUR)
     now = time.time()
     hour = now - now % HOUR  # the hour in progress: serve must not read it yet
     series_end = now - 60

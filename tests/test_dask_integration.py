@@ -103,8 +103,10 @@ def test_core_seconds_per_user_match_threads_times_lifetime(tmp_path: Path, arti
         expected = WORKERS * threads * lived[user]
         got = by_user[user]
         lines.append(f"{user}: core-seconds {got['core']:.2f} vs threads x lifetime {expected:.2f} ({got['core'] / expected - 1:+.2%})")
-        assert got["core"] == pytest.approx(expected, rel=0.05), lines[-1]
-        assert got["workers"] == pytest.approx(WORKERS * lived[user], rel=0.05)
+        # a loaded machine may see a cluster up to a sampling cycle late and its nannies a moment after close()
+        edge = 1.0 + INTERVAL
+        assert got["core"] == pytest.approx(expected, rel=0.05, abs=WORKERS * threads * edge), lines[-1]
+        assert got["workers"] == pytest.approx(WORKERS * lived[user], rel=0.05, abs=WORKERS * edge)
         assert got["total"] == pytest.approx(got["core"], rel=1e-9)  # running total = hourly rows
         assert got["erred"] == bad
         assert got["finished"] == ok + bad

@@ -66,6 +66,8 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterat
     try:
         url = f"http://127.0.0.1:{serve.port}"
         wait_until(lambda: serve.running() and _answers(url), 60, what="af-metrics serve")
+        auth = {"Authorization": f"Bearer {token}"}
+        wait_until(lambda: httpx.get(f"{url}/sd/dask", headers=auth, timeout=10).json(), 60, what="a first discovery")
         result = CliRunner().invoke(cli, ["prometheus", "config", "--af-metrics-url", url, "--scrape-interval", "1s",
                                           "--af-metrics-token-file", str(base / "token"), "--out", str(base / "gen")])
         assert result.exit_code == 0, result.output

@@ -162,7 +162,11 @@ def live(facility, tmp_path_factory: pytest.TempPathFactory, artifacts: Path) ->
             return {("jupyterhub", ""), ("af-metrics", ""), ("dask", users["alice"]), ("dask", users["bob"])} <= jobs
 
         wait_until(all_up, 60, what="every generated scrape job up (hub, af-metrics, both schedulers)")
-        time.sleep(3)  # a few scrapes before the activity, so that rates see it
+        def scraped_thrice() -> bool:  # a few scrapes of every job before the activity, so that rates see it
+            counts = prom.api("query", query="count_over_time(up[1m])")["result"]
+            return len(counts) >= 4 and all(float(c["value"][1]) >= 3 for c in counts)
+
+        wait_until(scraped_thrice, 60, what="three scrapes of every target")
 
         walls = [_timed_spawn(facility, users["bob"]), _timed_spawn(facility, users["alice"], "extra")]
         facility.driver.start_server(users["carol"], profile="broken-image")
@@ -177,6 +181,14 @@ def live(facility, tmp_path_factory: pytest.TempPathFactory, artifacts: Path) ->
                    60, what="bob's erred tasks in Prometheus")
         wait_until(lambda: (live.value(SPAWN_FAILURE_RATIO) or 0) > 0.3, 60, what="the failed spawn in the ratio")
         wait_until(lambda: (live.value(f'{REQUEST_ERROR_RATIO}{{code="404"}}') or 0) > 0, 60, what="the 404s in the error ratio")
+        # Prometheus' own scrapes (of the schedulers, of af-metrics) run at their own phase: wait for each
+        for query, expected in [
+            (f'sum(dask_scheduler_prefix_state_totals_total{{user="{users["bob"]}",state="erred",task_prefix_name="int"}})',
+             ERRED_TASKS),
+            (f'sum(af_user_servers_running{{user="{users["alice"]}"}})', 2),
+            (f'sum(af_analysis_events_total{{user="{users["alice"]}"}})', 1000),
+        ]:
+            wait_until(lambda q=query, e=expected: live.value(q) == e, 60, what=f"{query} == {expected}")
         live.scrapes = {
             "hub": _text(f"{facility.hub_url}/hub/metrics", facility.af_token),
             "af-metrics": _text(f"{af_url}/metrics"),
@@ -302,8 +314,8 @@ def test_recording_rules(live: Live) -> None:
     for rule in recording_rules():
         assert live.query(f"count({rule.record})"), f"{rule.record} recorded nothing"
     # two spawns succeeded and one failed while Prometheus watched (earlier ones are outside its
-    # data); rate() extrapolates a counter that starts at 0 less than others, hence ~1 %
-    assert live.value(SPAWN_FAILURE_RATIO) == pytest.approx(1 / 3, rel=0.03)
+    # data); rate() extrapolates a counter that starts at 0 less than others, hence a few %
+    assert live.value(SPAWN_FAILURE_RATIO) == pytest.approx(1 / 3, rel=0.05)
     # the p95 is interpolated inside the histogram bucket of the slower spawn
     upper = next(b for b in SPAWN_BUCKETS if b >= max(live.spawn_walls))
     assert 0 < live.value(SPAWN_P95) <= upper
@@ -315,8 +327,9 @@ def test_recording_rules(live: Live) -> None:
     hours = {r["metric"]["user"]: float(r["value"][1]) for r in live.query("user:af_core_hours:increase1h")}
     assert hours[alice] / hours[bob] == pytest.approx(2.0, rel=0.15)
     first, last = _first_last(live, f'af_dask_core_seconds_total{{user="{alice}"}}')
-    assert hours[alice] == pytest.approx((last[1] - first[1]) / 3600, rel=0.15)
-    assert (last[1] - first[1]) == pytest.approx(2 * (last[0] - first[0]), rel=0.15)
+    # af-metrics' core-seconds move a sampling cycle at a time: allow two cycles of 2 threads at the ends
+    assert hours[alice] == pytest.approx((last[1] - first[1]) / 3600, rel=0.15, abs=8 / 3600)
+    assert (last[1] - first[1]) == pytest.approx(2 * (last[0] - first[0]), rel=0.15, abs=8)
     # the hub answered the unknown-user lookups with 404
     codes = {r["metric"]["code"]: float(r["value"][1]) for r in live.query("code:jupyterhub_request_errors:ratio_rate5m")}
     assert 0 < codes["404"] < 1

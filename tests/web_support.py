@@ -63,7 +63,8 @@ def web_hub(workdir: Path, proxy: str | None, port: int, managed_env: dict[str, 
 
     service: dict = {"url": f"http://127.0.0.1:{port}", "oauth_no_confirm": True, "oauth_client_allowed_scopes": ["read:roles:users!user"]}
     if managed_env is not None:
-        service.update(command=[sys.executable, "-m", "af_metrics", "serve"], environment=managed_env)
+        # the hub gives a managed service 30 s to answer by default: too little on a loaded machine
+        service.update(command=[sys.executable, "-m", "af_metrics", "serve"], environment=managed_env, timeout=120)
     return LocalFacility(
         workdir=workdir, proxy=proxy, extra_services={TOKENS_SERVICE: ["tokens", "admin:users"]},
         service_options={AF_SERVICE: service}, extra_config=HUB_CONFIG,

@@ -39,7 +39,7 @@ PROFILES = {
         Profile("minimal", "quay.io/jupyter/minimal-notebook:2025-01", 0.2),
         Profile("cms-coffea", "coffeateam/coffea-casa:2025.1", 0.5),
         Profile("atlas-columnar", "atlas/columnar-analysis:v3", 0.5),
-        Profile("broken-image", "registry.invalid/broken-image:latest", 3.0, broken=True),
+        Profile("broken-image", "registry.invalid/broken-image:latest", 5.0, broken=True),
     )
 }
 DEFAULT_PROFILE = "minimal"
