@@ -157,3 +157,39 @@ def test_an_unusable_token_file_is_one_line(tmp_path: Path, content: str | None,
     assert done.returncode == 1
     assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert not content or content.strip() not in done.stderr  # the file's content is never shown
+
+
+def _replace(path: Path, content: str) -> None:
+    """Write ``path`` at once, as a Secret volume or ``mv`` does."""
+    tmp = path.with_name(f".{path.name}.new")
+    tmp.write_text(content)
+    os.replace(tmp, path)
+
+
+def test_a_rotated_token_file_is_used_without_a_restart(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    first, second = secrets.token_hex(32), secrets.token_hex(32)
+    token.write_text(first + "\n")
+    with ServeProcess(_env(tmp_path, metrics_token_file=str(token)), tmp_path / "serve.log") as serve:
+        url = f"http://127.0.0.1:{serve.port}/metrics"
+
+        def status(sent: str) -> int:
+            return httpx.get(url, headers={"Authorization": f"Bearer {sent}"}, timeout=10).status_code
+
+        wait_until(lambda: serve.running() and _answers(f"http://127.0.0.1:{serve.port}"), 60, what="af-metrics serve")
+        assert status(first) == 200
+        _replace(token, second + "\n")
+        wait_until(lambda: status(second) == 200, 30, what="the new token accepted")
+        assert status(first) == 401
+
+        def warned(times: int) -> bool:  # the file is looked at when a request comes
+            status(second)
+            return (tmp_path / "serve.log").read_text().count("the previous token stays in use") >= times
+
+        for n, spoil in enumerate([lambda: _replace(token, "not a token\n"), token.unlink], 1):
+            spoil()  # a bad rotation, then none at all: the token in use stays, with one warning each
+            wait_until(lambda n=n: warned(n), 30, what=f"warning {n} about the unusable file")
+            assert status(second) == 200 and status(first) == 401
+        assert serve.running()
+    log = (tmp_path / "serve.log").read_text()
+    assert first not in log and second not in log and "not a token" not in log and "Traceback" not in log

@@ -27,11 +27,14 @@ async def serve(settings: Settings, ledger: Ledger, stop: asyncio.Event | None =
     collector = Collector(settings, ledger)
     registry, ledger_metrics, cycle_hist = build_registry(collector)
 
+    figures_lock = asyncio.Lock()  # one read at a time, so that an older read never replaces a newer one
+
     async def refresh_figures() -> None:
-        try:
-            ledger_metrics.figures = await asyncio.to_thread(read_figures, ledger, settings.per_user_series_max)
-        except Exception:
-            log.exception("could not read figures from the ledger")
+        async with figures_lock:
+            try:
+                ledger_metrics.figures = await asyncio.to_thread(read_figures, ledger, settings.per_user_series_max)
+            except Exception:
+                log.exception("could not read figures from the ledger")
 
     async def after_cycle() -> None:
         if collector.last_cycle is not None:

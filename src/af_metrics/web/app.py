@@ -14,7 +14,7 @@ from af_metrics.collector import Collector
 from af_metrics.discovery.http_sd import DaskSDHandler
 from af_metrics.ledger.store import Ledger
 from af_metrics.web.bearer import BearerRequired, bearer_ok
-from af_metrics.web.secret_files import metrics_token
+from af_metrics.web.secret_files import MetricsToken
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -77,5 +77,5 @@ def make_app(ledger: Ledger, collector: Collector, registry: CollectorRegistry, 
         registry=registry,
         dask=dask,
         hub_identity=HubIdentity(settings.resolved_hub()[0]),
-        metrics_token=metrics_token(settings.metrics_token_file) if settings.metrics_token_file else None,
+        metrics_token=MetricsToken(settings.metrics_token_file) if settings.metrics_token_file else None,
     )

@@ -2,19 +2,25 @@
 ``af-metrics config`` output or a process listing: the bearer token Prometheus sends, and the
 key that signs the login cookie (kept across restarts, so people stay logged in).
 
-Any problem with such a file is one line (``ConfigError``) before anything listens.
+Any problem with such a file is one line (``ConfigError``) before anything listens. The token
+file is read again when it changes (a rotated Kubernetes Secret, a new token from an operator);
+a changed file that holds no valid token leaves the previous token in use, with a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
 import stat
+import time
 from pathlib import Path
 
 from af_metrics.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 COOKIE_SECRET_BYTES = 32  # what tornado's HMAC-SHA256 cookie signature wants, as in JupyterHub
 TOKEN_MIN_CHARS = 16
@@ -41,6 +47,39 @@ def metrics_token(path: str) -> str:
             " (e.g. openssl rand -hex 32)"
         )
     return token
+
+
+class MetricsToken:
+    """The token of ``metrics_token_file`` as it is now: the file is looked at (one ``stat``) at
+    most every ``check_every`` seconds and read again when its inode, size or mtime changed."""
+
+    def __init__(self, path: str, check_every: float = 1.0) -> None:
+        self.path = Path(path).expanduser()
+        self.check_every = check_every
+        self._stamp = self._stat()
+        self._value = metrics_token(path)  # at start, a bad file stops serve
+        self._checked = time.monotonic()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)  # follows the symbolic links a Kubernetes Secret volume swaps
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def current(self) -> str:
+        now = time.monotonic()
+        if now - self._checked >= self.check_every:
+            self._checked = now
+            stamp = self._stat()
+            if stamp != self._stamp:
+                self._stamp = stamp  # warned once per change, not per request
+                try:
+                    self._value = metrics_token(str(self.path))
+                    log.info("metrics_token_file %s changed: its new token is in use", self.path)
+                except ConfigError as exc:
+                    log.warning("%s; the previous token stays in use", exc)
+        return self._value
 
 
 def cookie_secret(path: str) -> bytes:
