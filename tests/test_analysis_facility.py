@@ -7,6 +7,10 @@ environment, as a kernel inherits it); nothing here fakes the hub.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
 import time
 import uuid
 import warnings
@@ -25,6 +29,7 @@ from af_metrics.ledger.schema import analysis_run_datasets, analysis_runs, users
 from af_metrics.ledger.store import Ledger
 from af_metrics.web.analysis import MAX_BODY_BYTES
 from conftest import wait_until
+from dask_support import stop_process
 from facility import AfProcess, hub_env
 
 pytestmark = pytest.mark.hub
@@ -227,3 +232,54 @@ def test_users_server_serves_only_its_users_runs(hub: LocalFacility, servers) ->
     assert runs.status_code == 200 and [r["status"] for r in runs.json()["runs"]] == ["failure"]
     assert other.status_code == 403 and anonymous.status_code in (302, 403)
     assert bob not in own.text
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
+def test_the_servers_extension_sends_what_the_spool_kept(ledger_url: str, hub: LocalFacility, servers, tmp_path: Path) -> None:  # noqa: ANN001
+    """Runs recorded while the facility was down arrive from the user's Jupyter server by itself,
+    with no further analysis: the extension's periodic flush (a real jupyter_server, alice's token)."""
+    [(alice, token)] = servers(1)
+    spooled = Delivery(tmp_path / "analysis").spool
+    records = [sample_record(user="someone-else") for _ in range(2)]  # the token decides whose runs they are
+    for record in records:
+        spooled.add(record.model_dump_json())
+    port = free_port()  # the facility service is down while the server starts
+    config = tmp_path / "jupyter-config"
+    config.mkdir()
+    (config / "jupyter_server_config.json").write_text(
+        json.dumps({"ServerApp": {"jpserver_extensions": {"af_metrics.jupyter_ext": True}}})
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AF_METRICS_", "JUPYTER"))}
+    env.update(HOME=str(tmp_path), JUPYTER_CONFIG_DIR=str(config), JUPYTERHUB_API_TOKEN=token,
+               AF_METRICS_ANALYSIS_DIR=str(tmp_path / "analysis"), AF_METRICS_PUSH_URL=f"http://127.0.0.1:{port}",
+               AF_METRICS_PUSH_INTERVAL="1")
+    log = tmp_path / "jupyter.log"
+    with open(log, "ab") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", "--ip=127.0.0.1",
+             f"--port={free_port()}", f"--IdentityProvider.token={uuid.uuid4().hex}", f"--ServerApp.root_dir={tmp_path}"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_until(lambda: server.poll() is None and "af-metrics: analysis figures at" in log.read_text(), 60,
+                   what="jupyter_server with the af-metrics extension")
+        time.sleep(2)  # a flush or two against the service that is down: the spool keeps the runs
+        assert len(spooled.pending()) == 2 and stored_runs(ledger_url) == []
+        with Serve(hub, ledger_url, tmp_path / "serve.log", port=port):
+            wait_until(lambda: len(stored_runs(ledger_url)) == 2, 30, what="the spooled runs at the facility")
+            wait_until(lambda: spooled.pending() == [], 30, what="the spool emptied")
+    finally:
+        stop_process(server)
+    assert sorted((r["user"], r["run_id"]) for r in stored_runs(ledger_url)) == sorted((alice, r.run_id) for r in records)
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("value, seconds", [("", 60.0), ("5", 5.0), ("0.5", 60.0), ("1e9", 60.0), ("nan", 60.0), ("soon", 60.0)])
+def test_push_interval_is_checked(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, value: str, seconds: float) -> None:
+    from af_metrics.jupyter_ext import ENV_PUSH_INTERVAL, flush_interval
+
+    monkeypatch.setenv(ENV_PUSH_INTERVAL, value)
+    with caplog.at_level("WARNING"):
+        assert flush_interval(logging.getLogger("test")) == seconds
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == ([] if value in ("", "5") else [f"af-metrics: {ENV_PUSH_INTERVAL}={value!r} is not seconds from 1 to 86400: flushing every 60 s"])

@@ -5,14 +5,16 @@ latest runs with derived throughput figures) are read from the journal the user'
 write; both need the same authentication as every other Jupyter handler, and the server's
 authorizer must allow ``read`` on the ``af-metrics`` resource (so a server's authorizer can keep
 visitors it lets in, e.g. through sharing, away from the owner's runs). When a facility URL
-is configured, the extension also sends the spool every minute, so runs recorded while the
-facility was down arrive without waiting for the next analysis.
+is configured, the extension also sends the spool every minute (``AF_METRICS_PUSH_INTERVAL``
+seconds), so runs recorded while the facility was down arrive without waiting for the next analysis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
+import math
 import os
 from typing import Any
 
@@ -28,8 +30,28 @@ from af_metrics.coffea.delivery import Delivery, analysis_dir, journal_path
 from af_metrics.coffea.exposition import AnalysisCollector
 from af_metrics.jupyter_ext.journal import JournalTail
 
-FLUSH_INTERVAL_MS = 60_000
+ENV_PUSH_INTERVAL = "AF_METRICS_PUSH_INTERVAL"
+FLUSH_INTERVAL_SECONDS = 60.0
+FLUSH_INTERVAL_RANGE = (1.0, 86_400.0)
 RUNS_LIMIT_MAX = 200
+
+
+def flush_interval(log: logging.Logger) -> float:
+    """Seconds between the extension's spool flushes: ``AF_METRICS_PUSH_INTERVAL`` or a minute.
+    A bad value is logged and the default used: a user's server must start regardless."""
+    text = os.environ.get(ENV_PUSH_INTERVAL, "").strip()
+    if not text:
+        return FLUSH_INTERVAL_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    low, high = FLUSH_INTERVAL_RANGE
+    if not low <= value <= high:
+        log.warning("af-metrics: %s=%r is not seconds from %g to %g: flushing every %g s",
+                    ENV_PUSH_INTERVAL, text[:40], low, high, FLUSH_INTERVAL_SECONDS)
+        return FLUSH_INTERVAL_SECONDS
+    return value
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
@@ -84,5 +106,5 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         async def flush() -> None:
             await asyncio.to_thread(delivery.flush)
 
-        PeriodicCallback(flush, FLUSH_INTERVAL_MS).start()
+        PeriodicCallback(flush, 1000 * flush_interval(serverapp.log)).start()
     serverapp.log.info("af-metrics: analysis figures at %saf-metrics/metrics (journal %s)", base, tail.path)
