@@ -75,6 +75,8 @@ def test_a_user_sees_their_own_page_and_not_another(hub: LocalFacility, browser,
     assert watch.errors == []
     assert states["my_sessions"]["types"] == ["bar", "scatter"] and states["my_sessions"]["points"] > 0
     assert states["my_dask"]["types"] == ["bar"] and states["my_dask"]["points"] > 0
+    # notebook pods, other pods, batch jobs, stacked: her batch job is drawn
+    assert states["my_core_hours"]["types"] == ["bar", "bar", "bar"] and states["my_core_hours"]["points"] > 0
     assert states["my_throughput"]["types"] == ["scatter", "scatter"] and states["my_throughput"]["points"] > 0
     assert states["my_runs"]["tableRows"] == 3
 

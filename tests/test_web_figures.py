@@ -16,7 +16,7 @@ from af_metrics.kpis import KPIError
 from af_metrics.ledger.store import Ledger
 from af_metrics.report import write_kpi
 from af_metrics.web.pages import AnswerCache
-from tests.web_support import DASK_THREADS, RUNS, SESSIONS, seed_usage
+from tests.web_support import BATCH, DASK_THREADS, RUNS, SESSIONS, seed_usage
 
 
 def last_30_days(ledger: Ledger, by: str | None = "range"):  # noqa: ANN201
@@ -163,3 +163,23 @@ def test_the_range_defaults_to_the_last_30_days(tmp_path) -> None:  # noqa: ANN0
     assert period.days == 30 and by == "day" and period.last == dt.datetime.now(dt.timezone.utc).date().toordinal()
     assert resolve_range(led, None, None, "2026", "auto")[1] == "week"
     assert resolve_range(led, "2020-01-01", "2026-12-31", None, "auto")[1] == "month"
+
+
+
+def test_my_core_hours_are_the_users_accounted_cores(ledger: Ledger) -> None:
+    seed_usage(ledger)  # alice's one batch job (BATCH), no pods
+    alice, bob = user_id(ledger, "alice"), user_id(ledger, "bob")
+    cores, wall, cpu = BATCH["alice"]
+
+    period, _ = last_30_days(ledger)
+    fig = compute_figure(ledger, "my_core_hours", period, "range", alice)
+    assert fig["chart"] == "stacked" and fig["plot"] == ["notebook_core_hours", "pod_core_hours", "batch_core_hours"]
+    [[_, notebook, pods, batch, dask, efficiency]] = fig["rows"]
+    assert (notebook, pods, batch) == (0.0, 0.0, pytest.approx(cores * wall))
+    assert efficiency == pytest.approx(cpu / (cores * wall))
+    assert dask == pytest.approx(compute_figure(ledger, "my_dask", period, "range", alice)["rows"][0][1])
+    assert compute_figure(ledger, "my_core_hours", period, "range", bob)["rows"][0][1:4] == [0.0, 0.0, 0.0]
+
+    daily = compute_figure(ledger, "my_core_hours", *last_30_days(ledger, "day"), alice)["rows"]
+    assert len(daily) == 30 and sum(r[3] for r in daily) == pytest.approx(cores * wall)
+    assert len([r for r in daily if r[3]]) in (1, 2)  # the job's hours, on one day or across a midnight

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from af_metrics.accounting.ingest import ingest_jobs
+from af_metrics.accounting.settings import DEFAULT_RULES
 from af_metrics.coffea.record import CHUNK_EVENTS_BOUNDS, CHUNK_SECONDS_BOUNDS, RunRecord
 from af_metrics.demo.facility import AF_SERVICE, LocalFacility
 from af_metrics.discovery import DaskTarget
@@ -26,6 +28,7 @@ from af_metrics.ledger.analysis import store_run
 from af_metrics.ledger.dask import record_cycle
 from af_metrics.ledger.store import Ledger, SessionRecord, SpawnRecord
 from af_metrics.sources.dask import SchedulerSample
+from af_metrics.sources.htcondor import BatchJob
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -44,6 +47,7 @@ PREFIX = f"/services/{AF_SERVICE}/"
 # What seed_usage writes, for the assertions: sessions in the last 30 days, Dask threads for one hour.
 SESSIONS = {"alice": 3, "bob": 2, "olga": 1}
 DASK_THREADS = {"alice": 4, "bob": 2}
+BATCH = {"alice": (4, 4.0, 12.0)}  # a finished HTCondor job of her notebook pod: cores, wall hours, CPU hours
 RUNS = {"alice": [(2_000_000, 100.0, 4), (3_000_000, 100.0, 4), (900_000, 60.0, 2)], "bob": [(500_000, 50.0, 2)]}
 
 
@@ -125,7 +129,21 @@ def seed_usage(ledger: Ledger, now: float | None = None) -> float:
         for k, (events, wall, threads) in enumerate(runs):
             record = _run(now - (1 + k) * day, events, wall, threads)
             assert store_run(ledger, user, record, record.ended)
+    jobs = [_job(user, k, now - 5 * day, *usage) for k, (user, usage) in enumerate(BATCH.items())]
+    done = ingest_jobs(ledger, jobs, DEFAULT_RULES, now)
+    assert (done.written, done.unattributed) == (len(jobs), 0)
     return now
+
+
+def _job(user: str, k: int, middle: float, cores: int, wall_hours: float, cpu_hours: float) -> BatchJob:
+    """A finished job of the user's notebook pod (its AccountingGroup names the pod), ``wall_hours`` around ``middle``."""
+    group = f"cms.other.coffea.jupyter-{user}"
+    return BatchJob(
+        global_job_id=f"schedd.example.org#{900 + k}.0#1", owner="cms-jovyan", accounting_group=group, group="cms.other.coffea",
+        status=4, exit_code=0, final=True, request_cpus=cores, request_memory=2048.0, request_gpus=0.0,
+        started=middle - wall_hours * 1800, ended=middle + wall_hours * 1800, wall=wall_hours * 3600, cpu=cpu_hours * 3600,
+        memory_usage=1024.0, attributes={"AccountingGroup": group},
+    )
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from af_metrics.accounting.totals import Totals, usage_totals
 from af_metrics.kpis.analysis import EVENTS_SUM, RUNS_IN_RANGE, SUCCESS
 from af_metrics.kpis.compute import evaluate
 from af_metrics.kpis.dask import TOP_USERS  # the top-users charts show as many users as this KPI
@@ -211,6 +212,17 @@ def _user_dask(q: Query, uid: int | None) -> Table:
     return Table(["period", "core_hours", "worker_hours"], [[b, float(core), float(workers)] for b, (core, workers) in rows.items()])
 
 
+def _user_core_hours(q: Query, uid: int | None) -> Table:
+    """The user's accounted cores (docs/accounting.md: each core once) per bucket, Dask's beside them."""
+    found = {t.bucket: t for t in usage_totals(q.conn, q.period, q.by, user_id=uid)} if uid is not None else {}
+    columns = ["notebook_core_hours", "pod_core_hours", "batch_core_hours", "dask_core_hours", "batch_cpu_efficiency"]
+    rows = []
+    for b in q.buckets:
+        hours = (found.get(b.label) or Totals(b.label, None, "")).hours()
+        rows.append([b.label, *(hours[c] for c in columns)])
+    return Table(["period", *columns], rows)
+
+
 def _user_throughput(q: Query, uid: int | None) -> Table:
     """Own runs, events and median throughput per bucket, beside the facility's median (a KPI)."""
     counts = _per_bucket(q, f"SELECT {q.bucket}, COUNT(*), {EVENTS_SUM} {RUNS_IN_RANGE} AND ar.user_id = :uid GROUP BY {q.bucket}",
@@ -244,6 +256,11 @@ _add(Figure("my_sessions", "Sessions and server hours", "user", "bar", "hours",
 _add(Figure("my_dask", "Dask core-hours", "user", "bar", "core-hours",
             "Threads x time of the user's Dask workers, per bucket (sampled from the schedulers).",
             _user_dask, plot=("core_hours",), labels={"core_hours": "core-hours"}))
+_add(Figure("my_core_hours", "Accounted core-hours", "user", "stacked", "core-hours",
+            "Cores allocated to the user x hours, per bucket: notebook pods, other pods, batch jobs "
+            "(each core once; Dask workers run in these, so their core-hours are inside, shown apart above).",
+            _user_core_hours, plot=("notebook_core_hours", "pod_core_hours", "batch_core_hours"),
+            labels={"notebook_core_hours": "notebook pods", "pod_core_hours": "other pods", "batch_core_hours": "batch jobs"}))
 _add(Figure("my_throughput", "Analysis throughput", "user", "line", "events/s/thread",
             "Median events per second per thread of the user's successful analysis runs, against the facility median.",
             _user_throughput, plot=("events_per_thread_second", "facility_events_per_thread_second"),

@@ -91,10 +91,16 @@ def _bucket(by: str) -> str:
     return "CAST(:label AS VARCHAR(32))" if by == "range" else f"c.{GRANULARITIES[by]}"
 
 
-def usage_totals(conn: Connection, period: Period, by: str = "month", by_group: bool = False) -> list[Totals]:
-    """Per-user totals in ``period``, one row per (bucket, user[, group]), users by name, unattributed last."""
+def usage_totals(
+    conn: Connection, period: Period, by: str = "month", by_group: bool = False, user_id: int | None = None
+) -> list[Totals]:
+    """Per-user totals in ``period``, one row per (bucket, user[, group]), users by name, unattributed last;
+    with ``user_id``, that user's rows only."""
     b = _bucket(by)
-    params = {"a": period.first, "b": period.last, "label": period.label}
+    params = {"a": period.first, "b": period.last, "label": period.label, "uid": user_id}
+
+    def only(column: str) -> str:
+        return "" if user_id is None else f" AND {column} = :uid"
     rows: dict[tuple[str, str | None, str], Totals] = {}
 
     def row(bucket: str, user: str | None, group: str | None) -> Totals:
@@ -108,7 +114,7 @@ def usage_totals(conn: Connection, period: Period, by: str = "month", by_group: 
         " SUM(d.memory_mib_seconds), SUM(d.memory_used_mib_seconds)"
         " FROM batch_job_days d JOIN batch_jobs j ON j.id = d.job_id JOIN calendar c ON c.day = d.day"
         " LEFT JOIN users us ON us.id = j.user_id"
-        f" WHERE d.day BETWEEN :a AND :b GROUP BY {b}, us.name, j.grp"
+        f" WHERE d.day BETWEEN :a AND :b{only('j.user_id')} GROUP BY {b}, us.name, j.grp"
     )
     for bucket, user, group, core, wall, cpu, gpu, mem, used in conn.execute(sa.text(batch), params):
         t = row(bucket, user, group)
@@ -121,7 +127,7 @@ def usage_totals(conn: Connection, period: Period, by: str = "month", by_group: 
     ended = (
         f"SELECT {b}, us.name, j.grp, COUNT(*), MIN(j.ended), MAX(j.ended)"
         " FROM batch_jobs j JOIN calendar c ON c.day = j.end_day LEFT JOIN users us ON us.id = j.user_id"
-        f" WHERE j.end_day BETWEEN :a AND :b AND j.settled = 1 AND j.wall_seconds > 0 GROUP BY {b}, us.name, j.grp"
+        f" WHERE j.end_day BETWEEN :a AND :b AND j.settled = 1 AND j.wall_seconds > 0{only('j.user_id')} GROUP BY {b}, us.name, j.grp"
     )
     for bucket, user, group, n, lo, hi in conn.execute(sa.text(ended), params):
         t = row(bucket, user, group)
@@ -134,7 +140,7 @@ def usage_totals(conn: Connection, period: Period, by: str = "month", by_group: 
         " SUM(h.gpu_request_seconds), SUM(h.memory_request_byte_seconds), SUM(h.memory_used_byte_seconds)"
         " FROM pod_hours h JOIN pods p ON p.namespace = h.namespace AND p.name = h.pod JOIN calendar c ON c.day = h.day"
         " LEFT JOIN users us ON us.id = p.user_id"
-        f" WHERE h.day BETWEEN :a AND :b GROUP BY {b}, us.name, p.namespace, p.role"
+        f" WHERE h.day BETWEEN :a AND :b{only('p.user_id')} GROUP BY {b}, us.name, p.namespace, p.role"
     )
     for bucket, user, namespace, role, n, seconds, req, used, gpu, mem, mem_used in conn.execute(sa.text(pod), params):
         t = row(bucket, user, namespace)
@@ -151,7 +157,7 @@ def usage_totals(conn: Connection, period: Period, by: str = "month", by_group: 
         t.pod_memory_used_gib_seconds += mem_used / BYTES_PER_GIB
     dask = (
         f"SELECT {b}, us.name, SUM(u.core_seconds) FROM dask_usage u JOIN calendar c ON c.day = u.day"
-        f" JOIN users us ON us.id = u.user_id WHERE u.day BETWEEN :a AND :b GROUP BY {b}, us.name"
+        f" JOIN users us ON us.id = u.user_id WHERE u.day BETWEEN :a AND :b{only('u.user_id')} GROUP BY {b}, us.name"
     )
     for bucket, user, core in conn.execute(sa.text(dask), params):
         row(bucket, user, NO_GROUP).dask_core_seconds += core
