@@ -57,7 +57,11 @@ class Attributor:
         return None if rule.known_only else name
 
     def job(self, job: BatchJob) -> Attribution:
-        key = tuple(job.attributes.get(r.attribute) for r, _ in self.job_rules)
+        return self.job_values(job.attributes)
+
+    def job_values(self, attributes: Mapping[str, str | None]) -> Attribution:
+        """A job known by the attributes the rules read (a new ad, or what the ledger kept of one)."""
+        key = tuple(attributes.get(r.attribute) for r, _ in self.job_rules)
         hit = self._jobs.get(key)
         if hit is None:
             if len(self._jobs) >= CACHE_MAX:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from af_metrics.accounting.ingest import ingest_history, ingest_history_file, ingest_pod_hours, ingest_schedd, pod_hours_due
+from af_metrics.accounting.reattribute import reattribute, rows_to_read
 from af_metrics.accounting.records import PseudonymKeyError, read_key, records, write_records
 from af_metrics.accounting.totals import usage_totals
 from af_metrics.cli.common import open_ledger, progress, settings
@@ -159,6 +160,38 @@ def _table(rows: list[dict], by_group: bool) -> None:
     console = Console(width=None if sys.stdout.isatty() else 200)  # a file or pipe gets whole lines
     console.print(table)
     console.print("core-h = notebook + pods + batch (allocated cores x hours); Dask core-hours are shown beside, never added.", style="dim")
+
+
+MOVES_SHOWN = 20
+
+
+@accounting.command("reattribute")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.pass_context
+def reattribute_command(ctx: click.Context, dry_run: bool) -> None:
+    """Apply the [accounting] attribution rules again to the jobs and pods already in the ledger.
+
+    After a rule was added or fixed: usage never changes, only whose it is (totals, KPIs and
+    records follow). What the rules read at ingest is kept with each job and pod; rows ingested
+    before that (ledger migration 0006) are left as they are unless the rules read only what the
+    ledger has anyway, and are counted. One transaction.
+    """
+    cfg = settings(ctx)
+    ledger = open_ledger(cfg)
+    with progress("re-attributing", rows_to_read(ledger), counted=True) as advance:
+        done = reattribute(ledger, cfg.accounting.rules, time.time(), dry_run=dry_run, advance=advance)
+    verb = "would change" if dry_run else "changed"
+    click.echo(f"{done.jobs} jobs read, {done.jobs_changed} {verb}; {done.pods} pods read, {done.pods_changed} {verb}")
+    for reason, n in done.kept.items():
+        click.echo(f"left as they were: {n} {reason}")
+    if done.moves:
+        table = Table(box=box.SIMPLE_HEAD, title="jobs and pods that change user" + (" (dry run)" if dry_run else ""))
+        for header in ("from", "to"):
+            table.add_column(header, no_wrap=True)
+        table.add_column("rows", justify="right")
+        for (old, new), n in done.moves.most_common(MOVES_SHOWN):
+            table.add_row(old or "(unattributed)", new or "(unattributed)", str(n))
+        Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 @accounting.command("export")

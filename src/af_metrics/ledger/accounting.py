@@ -10,6 +10,7 @@ Kubernetes showed that pod's user gets the user when the pod is ingested (``reso
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -28,7 +29,9 @@ from af_metrics.timeutil import day_of
 JOB_FIGURES = (
     "user_id", "rule", "owner", "accounting_group", "grp", "pod", "status", "exit_code", "settled", "request_cpus",
     "request_memory", "request_gpus", "started", "ended", "end_day", "wall_seconds", "cpu_seconds", "memory_usage", "updated",
+    "attributes",
 )
+NO_LABELS = "{}"
 POD_FIGURES = (
     "day", "seconds", "cpu_request_seconds", "cpu_used_seconds", "memory_request_byte_seconds",
     "memory_used_byte_seconds", "gpu_request_seconds",
@@ -122,6 +125,7 @@ def _job_row(job: BatchJob, found: Attribution, ids: dict[str, int], tz: str, no
         "cpu_seconds": job.cpu,
         "memory_usage": job.memory_usage,
         "updated": now,
+        "attributes": json.dumps(dict(job.attributes), sort_keys=True),
     }
 
 
@@ -153,7 +157,7 @@ def record_pod_hours(ledger: Ledger, conn: Connection, hours: Sequence[PodHour],
         {
             "namespace": ns, "name": name, "user_id": None if found[(ns, name)].user is None else ids[found[(ns, name)].user],
             "rule": found[(ns, name)].rule, "role": "notebook" if key and v["labels"].get(label) == value else "other",
-            "first_seen": v["first"], "last_seen": v["last"],
+            "first_seen": v["first"], "last_seen": v["last"], "labels": json.dumps(v["labels"], sort_keys=True),
         }
         for (ns, name), v in per_pod.items()
     ]
@@ -167,6 +171,7 @@ def record_pod_hours(ledger: Ledger, conn: Connection, hours: Sequence[PodHour],
                 "role": sa.case((x.role == "notebook", x.role), else_=pods.c.role),  # once seen as a notebook, one
                 "first_seen": sa.case((x.first_seen < pods.c.first_seen, x.first_seen), else_=pods.c.first_seen),
                 "last_seen": sa.case((x.last_seen > pods.c.last_seen, x.last_seen), else_=pods.c.last_seen),
+                "labels": sa.case((x.labels != NO_LABELS, x.labels), else_=pods.c.labels),  # an hour without its labels keeps them
             },
         ),
         pod_rows,

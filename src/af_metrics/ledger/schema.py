@@ -285,6 +285,7 @@ batch_jobs = Table(
     Column("cpu_seconds", Float, nullable=False),  # user + system
     Column("memory_usage", Float),  # MiB, peak
     Column("updated", Float, nullable=False),
+    Column("attributes", Text),  # JSON: the ClassAd attributes the rules asked for (null: absent); NULL before 0006
 )
 Index("ix_batch_jobs_end_day", batch_jobs.c.end_day)
 Index("ix_batch_jobs_pod", batch_jobs.c.pod)
@@ -313,6 +314,7 @@ pods = Table(
     Column("role", String(16), nullable=False),  # notebook | other
     Column("first_seen", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
+    Column("labels", Text),  # JSON: kube-state-metrics labels last seen (label_*, annotation_*); NULL before 0006
 )
 Index("ix_pods_name", pods.c.name)
 

@@ -64,7 +64,7 @@ class BatchJob:
     wall: float  # RemoteWallClockTime, plus the current run while running
     cpu: float  # RemoteUserCpu + RemoteSysCpu
     memory_usage: float | None  # MiB, peak
-    attributes: Mapping[str, str] = field(default_factory=dict)  # what attribution rules look at
+    attributes: Mapping[str, str | None] = field(default_factory=dict)  # what attribution rules read (None: absent)
 
 
 # -- framing ---------------------------------------------------------------------------------
@@ -221,11 +221,10 @@ def job_from_ad(ad: Any, *, final: bool, observed_at: float, attributes: Sequenc
     acct = _value(ad, "AccountingGroup")
     acct_group = _value(ad, "AcctGroup")
     exit_code = _number(ad, "ExitCode")
-    values = {}
-    for name in attributes:
+    values: dict[str, str | None] = {}
+    for name in attributes:  # absent ones too: re-attribution must know they were asked for
         v = _value(ad, name)
-        if v is not None:
-            values[name] = v if isinstance(v, str) else str(v)
+        values[name] = v if v is None or isinstance(v, str) else str(v)
     return BatchJob(
         global_job_id=gid,
         owner=owner if isinstance(owner, str) else None,
