@@ -111,6 +111,28 @@ def test_serve_ingests_a_history_file_once_and_what_is_appended(tmp_path: Path) 
     assert "Traceback" not in (tmp_path / "serve2.log").read_text()
 
 
+CORRUPT_AD = 'Owner = "x"\nthis is not an attribute\n*** ProcId = 0\n'  # a schedd that crashed in mid-ad, then wrote on
+
+
+def test_serve_skips_an_unreadable_ad_among_readable_ones(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    history = tmp_path / "history"
+    history.write_text(text(FIRST[:1], "file") + CORRUPT_AD + text(FIRST[1:], "file"))
+    with ServeProcess(serve_env(url, history_files=[str(history)], history_interval=0.3), tmp_path / "serve.log") as serve:
+        wait_until(lambda: job_ids(url) == ids(FIRST), 30, what="the readable jobs in the ledger")
+        with history.open("a") as out:  # and once more among what is appended
+            out.write(CORRUPT_AD + text(APPENDED, "file"))
+        wait_until(lambda: job_ids(url) == ids(FIRST + APPENDED), 30, what="the appended job in the ledger")
+        wait_until(lambda: serve.source("af_source_records_skipped_total", "htcondor") == 2, 30, what="two ads skipped")
+        assert serve.source("af_source_up", "htcondor") == 1 and serve.source("af_source_errors_total", "htcondor") == 0
+        assert serve.terminate() == 0
+    log = (tmp_path / "serve.log").read_text()
+    first_bad = text(FIRST[:1], "file").count("\n") + 1
+    assert f"history: 1 unreadable ads skipped, the first at line {first_bad}: job ad without GlobalJobId" in log
+    assert "(counting from byte " in log and "Traceback" not in log
+    assert totals(Ledger.open(url)) == totals(reference(FIRST + APPENDED, tmp_path / "once.db"))
+
+
 def test_history_files_are_read_from_where_they_stopped(ledger: Ledger, tmp_path: Path) -> None:
     """Rotation (rename + new file), rewriting in place and dumps without banners, on both ledgers."""
     history = tmp_path / "history"

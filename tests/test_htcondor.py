@@ -225,6 +225,22 @@ def test_cli_ingests_a_file_and_refuses_a_bad_one_whole(tmp_path: Path) -> None:
     usage = runner.invoke(cli, ["--ledger", url, "accounting", "ingest-history"])
     assert usage.exit_code == 2 and "give a history FILE or --schedd" in usage.output
 
+    # --skip-bad: the readable ads of the bad file are written, the unreadable one counted
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    result = runner.invoke(cli, ["--ledger", fresh, "accounting", "ingest-history", "--skip-bad", str(bad)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (f"{bad}: 2 records, 2 jobs written, 0 already settled, 2 unattributed,"
+                                     " 1 unreadable ads skipped (the first at line 2: job ad without GlobalJobId)")
+    with Ledger.open(fresh).engine.connect() as conn:
+        stored = sorted(conn.execute(sa.select(batch_jobs.c.global_job_id)).scalars())
+    assert stored == sorted(ad["GlobalJobId"] for ad in HISTORY[1:3])
+    # ... but a file with no readable ad at all is still an error (a wrong file), and writes nothing
+    nothing = tmp_path / "not-a-history"
+    nothing.write_text("this is not an attribute\n*** banner\nneither is this\n")
+    result = runner.invoke(cli, ["--ledger", fresh, "accounting", "ingest-history", "--skip-bad", str(nothing)])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {nothing}: line 1: not a ClassAd ('this is not an attribute') (and 1 more unreadable ads)"
+
 
 def test_unreachable_schedd_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     from conftest import free_port

@@ -32,6 +32,7 @@ class SourceHealth:
     last_error: str | None = None
     failures: int = 0  # consecutive
     errors_total: int = 0
+    skipped_total: int = 0  # records read but unreadable, passed over (the read itself succeeded)
 
     def ok(self, at: float) -> None:
         self.up, self.last_success, self.last_error, self.failures = True, at, None, 0

@@ -108,12 +108,16 @@ class LedgerMetrics(Collector):
             "af_source_last_success_timestamp_seconds", "When the source was last read successfully", labels=["source"]
         )
         errors = CounterMetricFamily("af_source_errors", "Failed reads of the source", labels=["source"])
+        skipped = CounterMetricFamily(
+            "af_source_records_skipped", "Unreadable records of the source passed over by reads that succeeded", labels=["source"]
+        )
         for name, health in self.sources.health.items():
             up.add_metric([name], 1.0 if health.up else 0.0)
             if health.last_success is not None:
                 last.add_metric([name], health.last_success)
             errors.add_metric([name], health.errors_total)
-        yield from (up, last, errors)
+            skipped.add_metric([name], health.skipped_total)
+        yield from (up, last, errors, skipped)
 
         f = self.figures
         yield GaugeMetricFamily("af_users", "Users known to the ledger", value=f.users_known)

@@ -8,11 +8,17 @@ read from that offset up to its last banner (the ad after it may be half written
 replaced or rewritten one is read from the start. A file without banners (``condor_history
 -long`` or ``-json`` output) is read whole whenever it changes. Reading a job twice changes
 nothing (jobs are keyed by GlobalJobId); this only spares the parsing.
+
+An unreadable ad among readable ones (a schedd that crashed while writing, then wrote on) is
+skipped with a warning and counted (``af_source_records_skipped_total``), so one bad ad does not
+stop the accounting of every job after it; a read in which no ad at all is readable is an error
+(a wrong file, or the bad ad is alone so far: it is read again with what follows it).
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import stat
 from collections.abc import Iterable, Sequence
@@ -24,6 +30,8 @@ from af_metrics.accounting.settings import AttributionRule
 from af_metrics.ledger.accounting import JobIngest
 from af_metrics.ledger.store import Ledger
 from af_metrics.sources.htcondor import HistoryError
+
+log = logging.getLogger("af_metrics.accounting")
 
 STATE = "htcondor_files"
 FILES_MAX = 1000  # files one set of patterns may name (rotated histories included)
@@ -108,9 +116,12 @@ def ingest_file(ledger: Ledger, path: str, mark: FileMark | None, rules: Iterabl
             return None, mark
         new = FileMark(st.st_ino, st.st_size, st.st_mtime_ns, end, _tail(raw, end) if end is not None else "")
         try:
-            stats = ingest_history_bytes(ledger, raw, rules, now, start=start, end=end)
+            stats = ingest_history_bytes(ledger, raw, rules, now, start=start, end=end, skip_bad=True)
         except HistoryError as exc:
             raise HistoryError(f"{path}: {exc}" + (f" (reading on from byte {start})" if start else "")) from None
+    if stats.skipped:
+        log.warning("%s: %d unreadable ads skipped, the first at %s%s", path, stats.skipped, stats.first_skipped,
+                    f" (counting from byte {start})" if start else "")
     return stats, new
 
 

@@ -16,7 +16,7 @@ from typing import IO, BinaryIO
 from af_metrics.accounting.settings import AccountingSettings, AttributionRule, rules_for
 from af_metrics.ledger.accounting import JobIngest, attributor, record_jobs, record_pod_hours
 from af_metrics.ledger.store import Ledger
-from af_metrics.sources.htcondor import BatchJob, Schedd, job_from_ad, jobs_from_stream
+from af_metrics.sources.htcondor import BatchJob, HistoryError, Schedd, job_from_ad, jobs_from_stream
 from af_metrics.sources.kubernetes import HOUR, PrometheusPods, hours_between
 
 BATCH = 5000
@@ -47,11 +47,21 @@ def ingest_jobs(ledger: Ledger, jobs: Iterable[BatchJob], rules: Iterable[Attrib
 
 
 def ingest_history(ledger: Ledger, stream: IO[str], rules: Iterable[AttributionRule], now: float, *, queue: bool = False,
-                   advance: Callable[[int], None] = lambda n: None) -> JobIngest:
-    """condor_history output or a history file (settled jobs), or with ``queue`` condor_q output (counted up to now)."""
+                   advance: Callable[[int], None] = lambda n: None, skip_bad: bool = False) -> JobIngest:
+    """condor_history output or a history file (settled jobs), or with ``queue`` condor_q output (counted up to now).
+
+    An unreadable ad raises HistoryError and nothing is written; with ``skip_bad`` it is counted
+    and passed over, unless no ad at all could be read (then it is an error still: a wrong file).
+    """
     rules = tuple(rules)
-    jobs = jobs_from_stream(stream, final=not queue, observed_at=now, attributes=job_attributes(rules))
-    return ingest_jobs(ledger, jobs, rules, now, advance)
+    bad = JobIngest()
+    jobs = jobs_from_stream(stream, final=not queue, observed_at=now, attributes=job_attributes(rules),
+                            on_bad=bad.skip if skip_bad else None)
+    stats = ingest_jobs(ledger, jobs, rules, now, advance)
+    if bad.skipped and not stats.read:  # nothing was written
+        raise HistoryError(bad.first_skipped + (f" (and {bad.skipped - 1} more unreadable ads)" if bad.skipped > 1 else ""))
+    stats.add(bad)
+    return stats
 
 
 class _Slice(io.RawIOBase):
@@ -74,17 +84,18 @@ class _Slice(io.RawIOBase):
 
 
 def ingest_history_file(ledger: Ledger, path: str, rules: Iterable[AttributionRule], now: float, *, queue: bool = False,
-                        advance: Callable[[int], None] = lambda n: None) -> JobIngest:
+                        advance: Callable[[int], None] = lambda n: None, skip_bad: bool = False) -> JobIngest:
     """A whole history file; ``advance`` gets the bytes read after each batch.
 
-    Raises OSError if it cannot be read, HistoryError if a record is bad.
+    Raises OSError if it cannot be read, HistoryError if a record is bad (see ``skip_bad``).
     """
     with open(path, "rb") as raw:
-        return ingest_history_bytes(ledger, raw, rules, now, queue=queue, advance=advance)
+        return ingest_history_bytes(ledger, raw, rules, now, queue=queue, advance=advance, skip_bad=skip_bad)
 
 
 def ingest_history_bytes(ledger: Ledger, raw: BinaryIO, rules: Iterable[AttributionRule], now: float, *, queue: bool = False,
-                         start: int = 0, end: int | None = None, advance: Callable[[int], None] = lambda n: None) -> JobIngest:
+                         start: int = 0, end: int | None = None, advance: Callable[[int], None] = lambda n: None,
+                         skip_bad: bool = False) -> JobIngest:
     """The bytes [start, end) of an open history file (default: to its end); HistoryError line
     numbers count from ``start``. The caller's file stays open."""
     raw.seek(start)
@@ -99,7 +110,7 @@ def ingest_history_bytes(ledger: Ledger, raw: BinaryIO, rules: Iterable[Attribut
 
     stream = io.TextIOWrapper(io.BufferedReader(piece), encoding="utf-8", errors="replace")
     try:
-        return ingest_history(ledger, stream, rules, now, queue=queue, advance=step)
+        return ingest_history(ledger, stream, rules, now, queue=queue, advance=step, skip_bad=skip_bad)
     finally:
         stream.detach()  # leave ``raw`` open for the caller
 

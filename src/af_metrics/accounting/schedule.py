@@ -81,11 +81,15 @@ def ingests_from_settings(settings: Settings, ledger: Ledger) -> list[Ingest]:
     ingests = []
     if cfg.history_files:
 
+        files_health = SourceHealth()
+
         def files(now: float, halt: threading.Event) -> str:
             stats, read = ingest_history_files(ledger, cfg.history_files, rules, now)
-            return f"{read} changed files: {stats.read} records, {stats.written} jobs written" if read else ""
+            files_health.skipped_total += stats.skipped
+            skipped = f", {stats.skipped} unreadable ads skipped" if stats.skipped else ""
+            return f"{read} changed files: {stats.read} records, {stats.written} jobs written{skipped}" if read else ""
 
-        ingests.append(Ingest(HISTORY_FILES, cfg.history_interval, settings.backoff_max, files))
+        ingests.append(Ingest(HISTORY_FILES, cfg.history_interval, settings.backoff_max, files, files_health))
     if cfg.schedd_interval:
         schedd = Schedd(cfg.schedd, cfg.pool)
 

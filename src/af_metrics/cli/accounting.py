@@ -36,13 +36,15 @@ def accounting() -> None:
 @click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--schedd", "from_schedd", is_flag=True, help="Read the schedd's history and queue through the bindings instead.")
 @click.option("--queue", is_flag=True, help="FILE is condor_q output: jobs counted up to their ServerTime (or now), not settled.")
+@click.option("--skip-bad", is_flag=True, help="Pass over unreadable ads (counted) instead of writing nothing.")
 @click.pass_context
-def ingest_history_command(ctx: click.Context, file: str | None, from_schedd: bool, queue: bool) -> None:
+def ingest_history_command(ctx: click.Context, file: str | None, from_schedd: bool, queue: bool, skip_bad: bool) -> None:
     """Ingest HTCondor jobs from FILE (condor_history -long or -json output, or a schedd history file) or --schedd.
 
     Idempotent by GlobalJobId: a job that left the queue is settled once and never changes;
     a job still in the queue is counted up to now and replaced by later reads. One
-    transaction: a record that cannot be read stops the run and nothing is written.
+    transaction: a record that cannot be read stops the run and nothing is written
+    (with --skip-bad, unreadable ads are passed over and counted instead).
     """
     if (file is None) == (not from_schedd):
         raise click.UsageError("give a history FILE or --schedd (one of them)")
@@ -55,23 +57,24 @@ def ingest_history_command(ctx: click.Context, file: str | None, from_schedd: bo
             stats = ingest_schedd(ledger, Schedd(cfg.accounting.schedd, cfg.accounting.pool), rules, now)
             source = f"schedd {cfg.accounting.schedd or '(local)'}"
         else:
-            stats = _ingest_file(ledger, file, rules, now, queue)
+            stats = _ingest_file(ledger, file, rules, now, queue, skip_bad)
             source = "stdin" if file == "-" else file
     except HistoryError as exc:
         raise click.ClickException(f"{file or 'schedd'}: {exc}") from None
     click.echo(
         f"{source}: {stats.read} records, {stats.written} jobs written, {stats.unchanged} already settled,"
         f" {stats.unattributed} unattributed"
+        + (f", {stats.skipped} unreadable ads skipped (the first at {stats.first_skipped})" if stats.skipped else "")
     )
 
 
-def _ingest_file(ledger, file: str, rules, now: float, queue: bool):  # noqa: ANN001, ANN202 - CLI plumbing
+def _ingest_file(ledger, file: str, rules, now: float, queue: bool, skip_bad: bool):  # noqa: ANN001, ANN202 - CLI plumbing
     if file == "-":
-        return ingest_history(ledger, sys.stdin, rules, now, queue=queue)
+        return ingest_history(ledger, sys.stdin, rules, now, queue=queue, skip_bad=skip_bad)
     try:
         size = os.path.getsize(file)
         with progress(f"reading {file}", size, show=size >= PROGRESS_FROM_BYTES) as advance:  # in bytes read
-            return ingest_history_file(ledger, file, rules, now, queue=queue, advance=advance)
+            return ingest_history_file(ledger, file, rules, now, queue=queue, advance=advance, skip_bad=skip_bad)
     except OSError as exc:
         raise click.ClickException(f"cannot read {file}: {exc.strerror}") from None
 

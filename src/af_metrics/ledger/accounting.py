@@ -46,12 +46,20 @@ class JobIngest:
     written: int = 0
     unchanged: int = 0
     unattributed: int = 0
+    skipped: int = 0  # unreadable records passed over (only when asked to skip them)
+    first_skipped: str = ""  # why the first of them was
 
     def add(self, other: "JobIngest") -> None:
         self.read += other.read
         self.written += other.written
         self.unchanged += other.unchanged
         self.unattributed += other.unattributed
+        self.first_skipped = self.first_skipped or other.first_skipped
+        self.skipped += other.skipped
+
+    def skip(self, error: Exception) -> None:
+        self.skipped += 1
+        self.first_skipped = self.first_skipped or str(error)
 
 
 def attributor(conn: Connection, rules: Iterable[AttributionRule]) -> Attributor:

@@ -10,7 +10,7 @@ bounded memory, block by block.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -115,14 +115,18 @@ def _piece(piece: str, line: int, is_json: bool, last: bool = False) -> Iterator
             yield line + len(piece) - len(piece.lstrip("\n")), text + "\n", False
 
 
+OnBad = Callable[[HistoryError], None]  # told of an unreadable ad, which is then skipped
+
+
 def read_ads(stream: IO[str]) -> Iterator[Any]:
     """Each ad of ``stream`` as a ``classad2.ClassAd``; a text that is not one raises HistoryError."""
     for _, ad in located_ads(stream):
         yield ad
 
 
-def located_ads(stream: IO[str]) -> Iterator[tuple[int, Any]]:
-    """(first line, ad) of each ad of ``stream``."""
+def located_ads(stream: IO[str], on_bad: OnBad | None = None) -> Iterator[tuple[int, Any]]:
+    """(first line, ad) of each ad of ``stream``; an unreadable ad raises HistoryError, or with
+    ``on_bad`` is passed to it and skipped (the framing around ads is never skipped)."""
     classad2 = classad_module()
     parsers = {True: classad2.ParserType.JSON, False: classad2.ParserType.Old}
     for line, text, is_json in ad_texts(stream):
@@ -131,10 +135,15 @@ def located_ads(stream: IO[str]) -> Iterator[tuple[int, Any]]:
         except (classad2.ClassAdException, ValueError):  # the library raises both
             ad = None
         if ad is None or len(ad) == 0:
-            raise HistoryError(f"line {line}: not a ClassAd ({text.splitlines()[0][:60]!r})")
-        if len(ad) < _attributes_in(text, is_json):  # both parsers stop quietly at a bad attribute
-            raise HistoryError(f"line {line}: ClassAd with an unreadable attribute (after {len(ad)} attributes)")
-        yield line, ad
+            error = HistoryError(f"line {line}: not a ClassAd ({text.splitlines()[0][:60]!r})")
+        elif len(ad) < _attributes_in(text, is_json):  # both parsers stop quietly at a bad attribute
+            error = HistoryError(f"line {line}: ClassAd with an unreadable attribute (after {len(ad)} attributes)")
+        else:
+            yield line, ad
+            continue
+        if on_bad is None:
+            raise error
+        on_bad(error)
 
 
 def _attributes_in(text: str, is_json: bool) -> int:
@@ -245,12 +254,15 @@ def job_from_ad(ad: Any, *, final: bool, observed_at: float, attributes: Sequenc
     )
 
 
-def jobs_from_stream(stream: IO[str], *, final: bool, observed_at: float, attributes: Sequence[str] = ()) -> Iterator[BatchJob]:
-    for line, ad in located_ads(stream):
+def jobs_from_stream(stream: IO[str], *, final: bool, observed_at: float, attributes: Sequence[str] = (),
+                     on_bad: OnBad | None = None) -> Iterator[BatchJob]:
+    for line, ad in located_ads(stream, on_bad):
         try:
             yield job_from_ad(ad, final=final, observed_at=observed_at, attributes=attributes)
         except HistoryError as exc:
-            raise HistoryError(f"line {line}: {exc}") from None
+            if on_bad is None:
+                raise HistoryError(f"line {line}: {exc}") from None
+            on_bad(HistoryError(f"line {line}: {exc}"))
 
 
 # -- a live schedd ---------------------------------------------------------------------------
