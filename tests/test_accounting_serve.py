@@ -133,6 +133,15 @@ def test_serve_skips_an_unreadable_ad_among_readable_ones(tmp_path: Path) -> Non
     assert totals(Ledger.open(url)) == totals(reference(FIRST + APPENDED, tmp_path / "once.db"))
 
 
+def test_skipped_ads_are_told_even_when_another_file_fails(ledger: Ledger, tmp_path: Path) -> None:
+    history = tmp_path / "history"
+    history.write_text(text(FIRST[:1], "file") + CORRUPT_AD + text(FIRST[1:], "file"))
+    told = []
+    with pytest.raises(HistoryError, match="cannot read .*/gone"):
+        ingest_history_files(ledger, [str(history), str(tmp_path / "gone")], DEFAULT_RULES, time.time(), on_read=told.append)
+    assert [(t.read, t.skipped) for t in told] == [(2, 1)] and job_ids_of(ledger) == ids(FIRST)
+
+
 def test_history_files_are_read_from_where_they_stopped(ledger: Ledger, tmp_path: Path) -> None:
     """Rotation (rename + new file), rewriting in place and dumps without banners, on both ledgers."""
     history = tmp_path / "history"

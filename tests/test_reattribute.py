@@ -95,7 +95,7 @@ def test_rows_from_before_the_inputs_were_kept_are_left_alone(ledger: Ledger) ->
     done = reattribute(ledger, AFTER, time.time())
     assert done.kept == {
         "pods ingested before their labels were kept, with rules reading labels": 2,
-        "jobs ingested without the attribute AF_User (ingest their history again to read it)": 3,
+        "jobs without the attribute AF_User (not asked for at ingest, or too long to keep)": 3,
     }
     assert (done.jobs_changed, done.pods_changed) == (0, 0)
 
@@ -123,3 +123,25 @@ def test_cli_dry_run_then_for_real(ledger: Ledger, tmp_path) -> None:  # noqa: A
     real = CliRunner().invoke(cli, args)
     assert real.exit_code == 0 and "3 jobs read, 1 changed" in real.output, real.output
     assert _by_user(ledger)["carol"] == 4
+
+
+def test_unchanged_rules_change_nothing_even_after_a_pod_named_its_jobs_user(ledger: Ledger) -> None:
+    with ledger.begin() as conn:
+        ledger.user_ids(conn, ["alice"], time.time())
+    job = finished(411, "2026-10-05T08:00", "2026-10-05T10:00", 2, 3 * H, "jupyter-wk-1")
+    ingest_history(ledger, io.StringIO(text([job], "file")), AFTER, time.time())  # the pod's user is not known yet
+    with ledger.begin() as conn:  # then Kubernetes shows the pod with alice's label: the job follows (pod-map)
+        hour = 1_791_000_000.0
+        seen = PodHour("jhub", "jupyter-wk-1", hour, {"label_owner_name": "alice"}, H, H, H, 0.0, 0.0, 0.0, hour, hour + H)
+        record_pod_hours(ledger, conn, [seen], attributor(conn, AFTER), "component=singleuser-server", time.time())
+    assert _by_user(ledger) == {"alice": 2 * 2 + 1}
+    done = reattribute(ledger, AFTER, time.time())
+    assert (done.jobs, done.pods, done.jobs_changed, done.pods_changed) == (1, 1, 0, 0)
+
+
+def test_a_value_too_long_to_keep_leaves_its_job_alone(ledger: Ledger) -> None:
+    long = finished(421, "2026-10-06T08:00", "2026-10-06T12:00", 1, 3 * H, None, AF_User="x" * 5000)
+    ingest_history(ledger, io.StringIO(text([long, *JOBS[1:2]], "file")), BEFORE, time.time())
+    done = reattribute(ledger, AFTER, time.time())
+    assert done.kept == {"jobs without the attribute AF_User (not asked for at ingest, or too long to keep)": 1}
+    assert done.moves == {(None, "carol"): 1}

@@ -9,10 +9,11 @@ replaced or rewritten one is read from the start. A file without banners (``cond
 -long`` or ``-json`` output) is read whole whenever it changes. Reading a job twice changes
 nothing (jobs are keyed by GlobalJobId); this only spares the parsing.
 
-An unreadable ad among readable ones (a schedd that crashed while writing, then wrote on) is
-skipped with a warning and counted (``af_source_records_skipped_total``), so one bad ad does not
+An unreadable ad among readable ones (with a schedd that crashed while writing it, the next ad
+too: no banner separates them) is skipped with a warning and counted (``af_source_records_skipped_total``), so one bad ad does not
 stop the accounting of every job after it; a read in which no ad at all is readable is an error
-(a wrong file, or the bad ad is alone so far: it is read again with what follows it).
+(a wrong file, or the bad ad is alone so far: it is read again with what follows it). A file read
+whole again (rotated, or without banners) counts its bad ads again.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import glob
 import logging
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
@@ -125,11 +126,13 @@ def ingest_file(ledger: Ledger, path: str, mark: FileMark | None, rules: Iterabl
     return stats, new
 
 
-def ingest_history_files(ledger: Ledger, patterns: Sequence[str], rules: Iterable[AttributionRule], now: float) -> tuple[JobIngest, int]:
+def ingest_history_files(ledger: Ledger, patterns: Sequence[str], rules: Iterable[AttributionRule], now: float,
+                         on_read: Callable[[JobIngest], None] = lambda stats: None) -> tuple[JobIngest, int]:
     """Read what is new in every file the patterns name; (jobs, files read).
 
     Every file is tried; the first error is raised after the others were read (its mark stays,
-    so the file is read again next time). Each file is one transaction, its mark saved after it.
+    so the file is read again next time). Each file is one transaction, its mark saved after it,
+    then ``on_read`` is told what it held (also when another file fails afterwards).
     """
     rules = tuple(rules)
     with ledger.begin() as conn:
@@ -152,6 +155,7 @@ def ingest_history_files(ledger: Ledger, patterns: Sequence[str], rules: Iterabl
             read += 1
             with ledger.begin() as conn:
                 ledger.set_state(conn, STATE, {p: asdict(m) for p, m in marks.items()}, now)
+            on_read(stats)
     if errors:
         raise HistoryError(errors[0] + (f" (and {len(errors) - 1} more files)" if len(errors) > 1 else ""))
     if set(saved) - set(paths):  # files gone (rotated away) or no longer configured

@@ -142,7 +142,7 @@ def pods_reader(cfg: AccountingSettings, url: str | None = None) -> PrometheusPo
     return PrometheusPods(
         url=url or cfg.prometheus_url, timeout=cfg.prometheus_timeout, body_max=cfg.prometheus_body_max,
         series_max=cfg.prometheus_series_max, scrape_interval=cfg.scrape_interval, namespaces=cfg.namespaces,
-        gpu_resources=cfg.gpu_resources, annotations=any(r.attribute.startswith("annotation:") for r in cfg.rules),
+        gpu_resources=cfg.gpu_resources,
     )
 
 

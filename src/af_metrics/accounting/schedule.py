@@ -21,6 +21,7 @@ from af_metrics.accounting.history_files import ingest_history_files
 from af_metrics.accounting.ingest import ingest_pod_hours, ingest_schedd, pod_hours_due
 from af_metrics.collector import SourceHealth
 from af_metrics.config import Settings
+from af_metrics.ledger.accounting import JobIngest
 from af_metrics.ledger.store import Ledger
 from af_metrics.sources.htcondor import HistoryError, Schedd
 from af_metrics.sources.kubernetes import PrometheusError
@@ -83,9 +84,11 @@ def ingests_from_settings(settings: Settings, ledger: Ledger) -> list[Ingest]:
 
         files_health = SourceHealth()
 
-        def files(now: float, halt: threading.Event) -> str:
-            stats, read = ingest_history_files(ledger, cfg.history_files, rules, now)
+        def counted(stats: JobIngest) -> None:
             files_health.skipped_total += stats.skipped
+
+        def files(now: float, halt: threading.Event) -> str:
+            stats, read = ingest_history_files(ledger, cfg.history_files, rules, now, on_read=counted)
             skipped = f", {stats.skipped} unreadable ads skipped" if stats.skipped else ""
             return f"{read} changed files: {stats.read} records, {stats.written} jobs written{skipped}" if read else ""
 

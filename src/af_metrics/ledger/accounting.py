@@ -11,7 +11,7 @@ Kubernetes showed that pod's user gets the user when the pod is ingested (``reso
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -32,6 +32,7 @@ JOB_FIGURES = (
     "attributes",
 )
 NO_LABELS = "{}"
+VALUE_KEPT_MAX = 1024  # characters of one attribute or label value kept for re-attribution
 POD_FIGURES = (
     "day", "seconds", "cpu_request_seconds", "cpu_used_seconds", "memory_request_byte_seconds",
     "memory_used_byte_seconds", "gpu_request_seconds",
@@ -133,8 +134,15 @@ def _job_row(job: BatchJob, found: Attribution, ids: dict[str, int], tz: str, no
         "cpu_seconds": job.cpu,
         "memory_usage": job.memory_usage,
         "updated": now,
-        "attributes": json.dumps(dict(job.attributes), sort_keys=True),
+        "attributes": _kept(job.attributes),
     }
+
+
+def _kept(values: Mapping[str, str | None]) -> str:
+    """What attribution read (a job's attributes, a pod's labels) as JSON, for re-attribution. A value
+    longer than VALUE_KEPT_MAX (users set some) is left out: no user name is that long, and a job
+    missing an attribute a rule reads is left as it is by re-attribution rather than guessed at."""
+    return json.dumps({k: v for k, v in values.items() if v is None or len(v) <= VALUE_KEPT_MAX}, sort_keys=True)
 
 
 def resolve_pods(conn: Connection) -> int:
@@ -165,7 +173,7 @@ def record_pod_hours(ledger: Ledger, conn: Connection, hours: Sequence[PodHour],
         {
             "namespace": ns, "name": name, "user_id": None if found[(ns, name)].user is None else ids[found[(ns, name)].user],
             "rule": found[(ns, name)].rule, "role": "notebook" if key and v["labels"].get(label) == value else "other",
-            "first_seen": v["first"], "last_seen": v["last"], "labels": json.dumps(v["labels"], sort_keys=True),
+            "first_seen": v["first"], "last_seen": v["last"], "labels": _kept(v["labels"]),
         }
         for (ns, name), v in per_pod.items()
     ]
@@ -179,7 +187,8 @@ def record_pod_hours(ledger: Ledger, conn: Connection, hours: Sequence[PodHour],
                 "role": sa.case((x.role == "notebook", x.role), else_=pods.c.role),  # once seen as a notebook, one
                 "first_seen": sa.case((x.first_seen < pods.c.first_seen, x.first_seen), else_=pods.c.first_seen),
                 "last_seen": sa.case((x.last_seen > pods.c.last_seen, x.last_seen), else_=pods.c.last_seen),
-                "labels": sa.case((x.labels != NO_LABELS, x.labels), else_=pods.c.labels),  # an hour without its labels keeps them
+                # an hour read without the pod's labels keeps those read before
+                "labels": sa.case((sa.or_(x.labels != NO_LABELS, pods.c.labels.is_(None)), x.labels), else_=pods.c.labels),
             },
         ),
         pod_rows,

@@ -108,7 +108,7 @@ class PrometheusPods:
     scrape_interval: float = 30.0
     namespaces: Sequence[str] = ()
     gpu_resources: Sequence[str] = ("nvidia_com_gpu", "amd_com_gpu")
-    annotations: bool = False  # also read kube_pod_annotations (a rule reads an annotation)
+    annotations: bool = True  # also read kube_pod_annotations (kept with each pod: later rules may read them)
 
     def __post_init__(self) -> None:
         self._client = httpx.Client(base_url=self.url.rstrip("/"), timeout=self.timeout)
