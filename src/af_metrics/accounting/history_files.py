@@ -10,10 +10,11 @@ replaced or rewritten one is read from the start. A file without banners (``cond
 nothing (jobs are keyed by GlobalJobId); this only spares the parsing.
 
 An unreadable ad among readable ones (with a schedd that crashed while writing it, the next ad
-too: no banner separates them) is skipped with a warning and counted (``af_source_records_skipped_total``), so one bad ad does not
-stop the accounting of every job after it; a read in which no ad at all is readable is an error
-(a wrong file, or the bad ad is alone so far: it is read again with what follows it). A file read
-whole again (rotated, or without banners) counts its bad ads again.
+too: no banner separates them) is skipped with a warning and counted
+(``af_source_records_skipped_total``), so one bad ad does not stop the accounting of every job
+after it; a read in which no ad at all is readable is an error (a wrong file, or the bad ad is
+alone so far: it is read again with what follows it). A file read whole again (rotated, or
+without banners) counts its bad ads again.
 """
 
 from __future__ import annotations

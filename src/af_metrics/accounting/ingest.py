@@ -16,7 +16,7 @@ from typing import IO, BinaryIO
 from af_metrics.accounting.settings import AccountingSettings, AttributionRule, rules_for
 from af_metrics.ledger.accounting import JobIngest, attributor, record_jobs, record_pod_hours
 from af_metrics.ledger.store import Ledger
-from af_metrics.sources.htcondor import BatchJob, HistoryError, Schedd, job_from_ad, jobs_from_stream
+from af_metrics.sources.htcondor import BatchJob, HistoryError, Schedd, job_from_ad, jobs_from_stream, refuse
 from af_metrics.sources.kubernetes import HOUR, PrometheusPods, hours_between
 
 BATCH = 5000
@@ -56,7 +56,7 @@ def ingest_history(ledger: Ledger, stream: IO[str], rules: Iterable[AttributionR
     rules = tuple(rules)
     bad = JobIngest()
     jobs = jobs_from_stream(stream, final=not queue, observed_at=now, attributes=job_attributes(rules),
-                            on_bad=bad.skip if skip_bad else None)
+                            on_bad=bad.skip if skip_bad else refuse)
     stats = ingest_jobs(ledger, jobs, rules, now, advance)
     if bad.skipped and not stats.read:  # nothing was written
         raise HistoryError(bad.first_skipped + (f" (and {bad.skipped - 1} more unreadable ads)" if bad.skipped > 1 else ""))

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from af_metrics.accounting.attribution import Attribution, Attributor
+from af_metrics.accounting.attribution import Attributor
 from af_metrics.accounting.settings import AttributionRule, rules_for
 from af_metrics.ledger.schema import batch_jobs, pods, users
-from af_metrics.ledger.store import Ledger
+from af_metrics.ledger.store import Ledger, chunks
 
 POD_ATTRIBUTES = {"pod", "namespace"}  # what a pod row has without its labels
 POD_MAP = "pod-map"  # the rule recorded when a job got its pod's user later (ledger.accounting.resolve_pods)
@@ -66,11 +66,11 @@ def reattribute(ledger: Ledger, rules: Iterable[AttributionRule], now: float, *,
         new = {user for user, _, _ in (*pod_changes, *job_changes) if user is not None}
         ids = ledger.user_ids(conn, new, now)
         for (user, rule, _), keys in pod_changes.items():
-            for chunk in _chunks(keys):
+            for chunk in chunks(keys, CHUNK):
                 conn.execute(pods.update().where(sa.tuple_(pods.c.namespace, pods.c.name).in_(chunk))
                              .values(user_id=ids.get(user), rule=rule))
         for (user, rule, pod), jids in job_changes.items():
-            for chunk in _chunks(jids):
+            for chunk in chunks(jids, CHUNK):
                 conn.execute(batch_jobs.update().where(batch_jobs.c.id.in_(chunk)).values(user_id=ids.get(user), rule=rule, pod=pod))
     return done
 
@@ -87,18 +87,9 @@ def _stream(conn: Connection, query: sa.Select) -> Iterator[sa.Row]:
     yield from conn.execute(query.execution_options(yield_per=CHUNK))  # a year of jobs is not held at once
 
 
-def _chunks(keys: list) -> Iterator[list]:
-    for start in range(0, len(keys), CHUNK):
-        yield keys[start:start + CHUNK]
-
-
-def _changed(done: Reattribution, old: Decision, found: Attribution, same: bool) -> bool:
-    """Whether a row must be rewritten; counts a change of user as a move."""
-    if same:
-        return False
-    if found.user != old[0]:
-        done.moves[(old[0], found.user)] += 1
-    return True
+def _count_move(done: Reattribution, old: str | None, new: str | None) -> None:
+    if new != old:
+        done.moves[(old, new)] += 1
 
 
 def _pods(conn: Connection, rules: tuple[AttributionRule, ...], attr: Attributor, names: dict[int, str],
@@ -115,9 +106,10 @@ def _pods(conn: Connection, rules: tuple[AttributionRule, ...], attr: Attributor
             done.kept["pods ingested before their labels were kept, with rules reading labels"] += 1
         else:
             found = attr.pod(name, namespace, json.loads(labels) if labels else {})
-            if _changed(done, (user, rule, None), found, (found.user, found.rule) == (user, rule)):
+            if (found.user, found.rule) != (user, rule):
                 changes[(found.user, found.rule, None)].append((namespace, name))
                 done.pods_changed += 1
+                _count_move(done, user, found.user)
             user = found.user
         if name not in users_now or last_seen >= users_now[name][0]:
             users_now[name] = (last_seen, user)
@@ -143,9 +135,10 @@ def _jobs(conn: Connection, rules: tuple[AttributionRule, ...], attr: Attributor
             user = names.get(uid) if uid is not None else None
             # a job that got its pod's user later (pod-map) is decided the same when the rule now names that user
             same = (found.user, found.pod) == (user, pod) and (found.rule == rule or rule == POD_MAP)
-            if _changed(done, (user, rule, pod), found, same):
+            if not same:
                 changes[(found.user, found.rule, found.pod)].append(jid)
                 done.jobs_changed += 1
+                _count_move(done, user, found.user)
         _tick(done.jobs, advance)
     advance(done.jobs % CHUNK)
     return changes

@@ -81,7 +81,6 @@ def ingests_from_settings(settings: Settings, ledger: Ledger) -> list[Ingest]:
     rules = cfg.rules
     ingests = []
     if cfg.history_files:
-
         files_health = SourceHealth()
 
         def counted(stats: JobIngest) -> None:

@@ -196,10 +196,10 @@ class Ledger:
         if not names:
             return {}
         rows = [{"name": n, "first_seen": seen_at, "last_seen": seen_at} for n in names]
-        for chunk in _chunks(rows, 500):
+        for chunk in chunks(rows, 500):
             conn.execute(self.insert(users).on_conflict_do_nothing(index_elements=["name"]), chunk)
         ids: dict[str, int] = {}
-        for chunk in _chunks(names, 500):
+        for chunk in chunks(names, 500):
             ids.update(conn.execute(sa.select(users.c.name, users.c.id).where(users.c.name.in_(chunk))).all())
         return ids
 
@@ -283,7 +283,7 @@ class Ledger:
         wanted = set(keys)
         uids = sorted({k[0] for k in keys})
         found: list[int] = []
-        for chunk in _chunks(uids, 500):
+        for chunk in chunks(uids, 500):
             rows = conn.execute(
                 sa.select(sessions.c.id, sessions.c.user_id, sessions.c.server, sessions.c.started).where(sessions.c.user_id.in_(chunk))
             )
@@ -321,7 +321,7 @@ class Ledger:
             }
             for s in seen
         ]
-        return [row[0] for chunk in _chunks(params, 1000) for row in conn.execute(stmt, chunk)]
+        return [row[0] for chunk in chunks(params, 1000) for row in conn.execute(stmt, chunk)]
 
     def _upsert_spawns(self, conn: Connection, ids: dict[str, int], seen: Sequence, source: str) -> None:
         """Record spawn attempts; a settled outcome is final, a pending one may still settle."""
@@ -345,7 +345,7 @@ class Ledger:
             }
             for s in seen
         ]
-        for chunk in _chunks(params, 1000):
+        for chunk in chunks(params, 1000):
             conn.execute(stmt, chunk)
 
     # -- session hours (the activity index every engagement KPI reads) --------------------
@@ -362,7 +362,7 @@ class Ledger:
         hours: list[dict] = []
         trims: list[dict] = []
         marks: list[dict] = []
-        for chunk in _chunks(sorted(set(session_ids)), 500):
+        for chunk in chunks(sorted(set(session_ids)), 500):
             rows = conn.execute(
                 sa.select(
                     sessions.c.id, sessions.c.user_id, sessions.c.started, sessions.c.ended,
@@ -388,7 +388,7 @@ class Ledger:
             stmt = stmt.on_conflict_do_update(
                 index_elements=["session_id", "hour_start"], set_={"seconds": stmt.excluded.seconds}
             )
-            for chunk in _chunks(hours, 2000):
+            for chunk in chunks(hours, 2000):
                 conn.execute(stmt, chunk)
         conn.execute(
             sessions.update().where(sessions.c.id == sa.bindparam("sid")).values(hours_until=sa.bindparam("until")), marks
@@ -408,7 +408,7 @@ class Ledger:
     def add_history_in(self, conn: Connection, records: Sequence[SessionRecord], spawn_records: Sequence[SpawnRecord], now: float) -> int:
         ids = self._history_users(conn, _user_spans(records, spawn_records), now)
         new = 0
-        for chunk in _chunks(list(records), 1000):
+        for chunk in chunks(list(records), 1000):
             values = [
                 {
                     "user_id": ids[r.user], "server": r.server, "profile": r.profile, "started": r.started,
@@ -428,10 +428,10 @@ class Ledger:
             hours: list[dict] = []
             for sid, uid, started, until in inserted:
                 hours.extend(_hour_rows(sid, uid, started, until, self.tz))
-            for hchunk in _chunks(hours, 5000):
+            for hchunk in chunks(hours, 5000):
                 conn.execute(session_hours.insert(), hchunk)
             new += len(inserted)
-        for chunk in _chunks(list(spawn_records), 1000):
+        for chunk in chunks(list(spawn_records), 1000):
             conn.execute(
                 self.insert(spawns).on_conflict_do_nothing(index_elements=["user_id", "server", "started"]),
                 [
@@ -448,11 +448,11 @@ class Ledger:
     def _history_users(self, conn: Connection, spans: dict[str, tuple[float, float]], now: float) -> dict[str, int]:
         """Ids of a history's users; each user's first_seen/last_seen widened to cover its span."""
         rows = [{"name": n, "first_seen": lo, "last_seen": hi} for n, (lo, hi) in sorted(spans.items())]
-        for chunk in _chunks(rows, 500):
+        for chunk in chunks(rows, 500):
             conn.execute(self.insert(users).on_conflict_do_nothing(index_elements=["name"]), chunk)
         ids = self.user_ids(conn, spans, now)
         lo, hi = sa.bindparam("lo"), sa.bindparam("hi")
-        for chunk in _chunks([{"uid": ids[r["name"]], "lo": r["first_seen"], "hi": r["last_seen"]} for r in rows], 1000):
+        for chunk in chunks([{"uid": ids[r["name"]], "lo": r["first_seen"], "hi": r["last_seen"]} for r in rows], 1000):
             conn.execute(
                 users.update()
                 .where(users.c.id == sa.bindparam("uid"))
@@ -503,7 +503,7 @@ class Ledger:
             ).first() is not None
 
     def add_spawn_buckets(self, conn: Connection, rows: Sequence[dict]) -> None:
-        for chunk in _chunks(list(rows), 2000):
+        for chunk in chunks(list(rows), 2000):
             conn.execute(self.insert(spawn_buckets).on_conflict_do_nothing(), chunk)
 
     # -- small key/value state for sources ------------------------------------------------
@@ -544,6 +544,7 @@ def _hour_rows(sid: int, uid: int, start: float, end: float, tz: str) -> Iterato
         yield {"session_id": sid, "hour_start": hour_start, "user_id": uid, "day": day, "how": how, "seconds": seconds}
 
 
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    """Consecutive slices of at most ``size`` items: statements with bounded parameter lists."""
     for i in range(0, len(items), size):
         yield items[i : i + size]

@@ -115,7 +115,12 @@ def _piece(piece: str, line: int, is_json: bool, last: bool = False) -> Iterator
             yield line + len(piece) - len(piece.lstrip("\n")), text + "\n", False
 
 
-OnBad = Callable[[HistoryError], None]  # told of an unreadable ad, which is then skipped
+OnBad = Callable[[HistoryError], None]  # told of an unreadable ad: raises it, or lets it be skipped
+
+
+def refuse(error: HistoryError) -> None:
+    """What an unreadable ad does by default: it stops the read."""
+    raise error
 
 
 def read_ads(stream: IO[str]) -> Iterator[Any]:
@@ -124,9 +129,9 @@ def read_ads(stream: IO[str]) -> Iterator[Any]:
         yield ad
 
 
-def located_ads(stream: IO[str], on_bad: OnBad | None = None) -> Iterator[tuple[int, Any]]:
-    """(first line, ad) of each ad of ``stream``; an unreadable ad raises HistoryError, or with
-    ``on_bad`` is passed to it and skipped (the framing around ads is never skipped)."""
+def located_ads(stream: IO[str], on_bad: OnBad = refuse) -> Iterator[tuple[int, Any]]:
+    """(first line, ad) of each ad of ``stream``; an unreadable ad goes to ``on_bad`` (by default
+    raised), and is skipped if that returns (the framing around ads is never skipped)."""
     classad2 = classad_module()
     parsers = {True: classad2.ParserType.JSON, False: classad2.ParserType.Old}
     for line, text, is_json in ad_texts(stream):
@@ -141,8 +146,6 @@ def located_ads(stream: IO[str], on_bad: OnBad | None = None) -> Iterator[tuple[
         else:
             yield line, ad
             continue
-        if on_bad is None:
-            raise error
         on_bad(error)
 
 
@@ -255,14 +258,14 @@ def job_from_ad(ad: Any, *, final: bool, observed_at: float, attributes: Sequenc
 
 
 def jobs_from_stream(stream: IO[str], *, final: bool, observed_at: float, attributes: Sequence[str] = (),
-                     on_bad: OnBad | None = None) -> Iterator[BatchJob]:
+                     on_bad: OnBad = refuse) -> Iterator[BatchJob]:
     for line, ad in located_ads(stream, on_bad):
         try:
-            yield job_from_ad(ad, final=final, observed_at=observed_at, attributes=attributes)
+            job = job_from_ad(ad, final=final, observed_at=observed_at, attributes=attributes)
         except HistoryError as exc:
-            if on_bad is None:
-                raise HistoryError(f"line {line}: {exc}") from None
             on_bad(HistoryError(f"line {line}: {exc}"))
+            continue
+        yield job
 
 
 # -- a live schedd ---------------------------------------------------------------------------
